@@ -1,0 +1,31 @@
+# gembench — two commands do everything: `make run` (the main job) and `make test`.
+# Each creates .venv when missing and installs the project with pinned versions.
+
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.gembench-installed
+
+.PHONY: run test lint install clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
+		-c constraints.txt -e '.[test]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## the main job: synthetic small data set, every baseline, every ranking track, leaderboards
+run: $(STAMP)
+	$(BIN)/gembench run --dataset synthetic-small
+
+## the test suite
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) data results .pytest_cache

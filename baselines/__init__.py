@@ -1,0 +1,1 @@
+"""Baseline methods: one file each, registered by name in benchmark.registry."""

@@ -1,0 +1,109 @@
+"""The Python API: one function per CLI command, same names and arguments.
+
+>>> from benchmark import api
+>>> ds = api.synth("tiny", "data/tiny")
+>>> split = api.split(ds.path, "leave-last-out", "data/tiny-split")
+>>> result = api.run(dataset=ds.path, methods=["popularity"])
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from benchmark.data.store import Dataset
+from benchmark.splits import Split, SplitConfig, load_split, make_split
+
+
+def synth(scale: str = "small", out: str | os.PathLike = "data/synthetic", seed: int = 0,
+          progress: bool = True) -> Dataset:
+    """``gembench data synth``: build the seeded synthetic world."""
+    from benchmark.data.synthetic import synthesize
+
+    return synthesize(scale, out, seed=seed, progress=progress)
+
+
+def import_data(source: str, src: str | os.PathLike, out: str | os.PathLike,
+                progress: bool = True, **options: Any) -> Dataset:
+    """``gembench data import``: convert a real data source into the schema."""
+    if source == "imagegem":
+        from benchmark.data.imagegem import import_imagegem
+
+        return import_imagegem(src, out, progress=progress, **options)
+    if source == "recbole":
+        from benchmark.data.recbole import import_recbole
+
+        return import_recbole(src, out, progress=progress, **options)
+    raise KeyError(f"unknown source {source!r}; sources: imagegem, recbole")
+
+
+def info(path: str | os.PathLike) -> dict[str, Any]:
+    """``gembench data info``: what a data set folder holds."""
+    ds = Dataset(path)
+    return {
+        "name": ds.name,
+        "path": str(ds.path),
+        "source": ds.meta.get("source"),
+        "scale": ds.meta.get("scale"),
+        "seed": ds.meta.get("seed"),
+        "tables": ds.meta.get("tables", {}),
+        "embeddings": ds.meta.get("embeddings", {}),
+        "has_truth": ds.has_truth,
+    }
+
+
+def split(dataset: str | os.PathLike, protocol: str = "leave-last-out",
+          out: str | os.PathLike | None = None, **config: Any) -> Split:
+    """``gembench split``: make (and, with ``out``, save) a split of a data set."""
+    if "tracks" in config:
+        config["tracks"] = tuple(config["tracks"])
+    result = make_split(Dataset(dataset), SplitConfig(protocol=protocol, **config))
+    if out is not None:
+        result.save(out)
+    return result
+
+
+def evaluate(track: str, split: str | os.PathLike, submission: str | os.PathLike,
+             out: str | os.PathLike | None = None) -> dict[str, Any]:
+    """``gembench evaluate``: score a rankings file; writes ``out`` only when valid."""
+    import json
+
+    from benchmark.data.store import atomic_write_text
+    from benchmark.submission import evaluate_submission
+    from benchmark.tasks import get_track
+
+    result = evaluate_submission(submission, load_split(split), get_track(track))
+    if out is not None:
+        atomic_write_text(out, json.dumps(result, indent=2, sort_keys=True) + "\n")
+    return result
+
+
+def run(**kwargs: Any) -> dict[str, Any]:
+    """``gembench run``: see :func:`benchmark.runner.run_benchmark` for the arguments."""
+    from benchmark.runner import run_benchmark
+
+    return run_benchmark(**kwargs)
+
+
+def leaderboard(results_dir: str | os.PathLike = "results",
+                out: str | os.PathLike = "leaderboards") -> dict[str, Any]:
+    """``gembench leaderboard``: rebuild every table from the result records."""
+    from benchmark.leaderboard import write_leaderboards
+
+    files, tables, notes = write_leaderboards(results_dir, out)
+    return {"files": files, "tables": tables, "notes": notes}
+
+
+def registered() -> dict[str, dict[str, str]]:
+    """``gembench list``: registered data sets, sources, tracks and methods."""
+    from benchmark.registry import DATASETS, SOURCES, all_methods
+    from benchmark.tasks import TRACKS
+
+    return {
+        "datasets": dict(DATASETS),
+        "sources": dict(SOURCES),
+        "tracks": {name: f"{t.question} [{t.item_kind}; {t.protocol}]"
+                   for name, t in TRACKS.items()},
+        "methods": {name: f"{spec.summary} [{', '.join(spec.tracks)}]"
+                    for name, spec in all_methods().items()},
+    }

@@ -1,0 +1,241 @@
+"""``gembench``: one CLI that composes registered pieces (data sets, tracks, methods).
+
+Imports are lazy: ``gembench --help`` must not pay for pandas, torch or RecBole.
+Every user-facing error is printed as one line and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    help="gembench: benchmark generative-image personalization (ImageGem and related data).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Build, import and inspect data sets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def _guard(fn):
+    """Run a command body; print GembenchError / KeyError as one line and exit 2."""
+    from benchmark.errors import GembenchError
+
+    try:
+        return fn()
+    except GembenchError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(e.exit_code) from None
+    except (KeyError, ValueError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        typer.echo(f"error: {msg}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def run(
+    dataset: Annotated[str, typer.Option(help="Registered data set name or a data set folder.")]
+    = "synthetic-small",
+    tracks: Annotated[str, typer.Option(help="Comma-separated tracks.")] = "lora-rec,image-rec",
+    methods: Annotated[str | None, typer.Option(
+        help="Comma-separated method names or package.module:Class (default: all registered)."
+    )] = None,
+    method: Annotated[str | None, typer.Option(
+        help="One method (name or package.module:Class); added to --methods."
+    )] = None,
+    protocol: Annotated[str, typer.Option(help="Split protocol.")] = "leave-last-out",
+    seed: Annotated[int, typer.Option(help="Seed of data, split and methods.")] = 0,
+    data_dir: Annotated[Path, typer.Option(help="Where built data sets and splits live.")]
+    = Path("data"),
+    results_dir: Annotated[Path, typer.Option(help="Where result records are written.")]
+    = Path("results"),
+    leaderboard_dir: Annotated[Path, typer.Option(help="Where leaderboards are written.")]
+    = Path("leaderboards"),
+    memory_budget_mb: Annotated[float, typer.Option(help="Score-matrix budget per user chunk.")]
+    = 512.0,
+    quiet: Quiet = False,
+) -> None:
+    """Run methods on tracks: build data, split, evaluate, write records and leaderboards."""
+
+    def body() -> None:
+        from benchmark.leaderboard import to_markdown
+        from benchmark.runner import run_benchmark
+
+        names = _csv(methods) or []
+        if method:
+            names.append(method)
+        result = run_benchmark(
+            dataset=dataset, tracks=_csv(tracks), methods=names or None, protocol=protocol,
+            seed=seed, data_dir=data_dir, results_dir=results_dir,
+            leaderboard_dir=leaderboard_dir, memory_budget_mb=memory_budget_mb,
+            progress=not quiet, echo=typer.echo,
+        )
+        typer.echo("")
+        for table in result.get("tables", []):
+            if table["dataset"] == result["dataset"].name and table["protocol"] == protocol:
+                typer.echo(to_markdown(table))
+        for note in result.get("notes", []):
+            typer.echo(f"note: {note}")
+        typer.echo(f"{len(result['records'])} records written under {results_dir}/; "
+                   f"leaderboards under {leaderboard_dir}/")
+
+    _guard(body)
+
+
+@data_app.command("synth")
+def data_synth(
+    scale: Annotated[str, typer.Option(help="tiny, small or full.")] = "small",
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("data/synthetic-small"),
+    seed: Annotated[int, typer.Option(help="Seed: same seed, byte-identical files.")] = 0,
+    quiet: Quiet = False,
+) -> None:
+    """Build the seeded synthetic world (users, LoRAs, images, interactions, truth)."""
+
+    def body() -> None:
+        from benchmark import api
+
+        ds = api.synth(scale, out, seed=seed, progress=not quiet)
+        typer.echo(json.dumps(api.info(ds.path), indent=2))
+
+    _guard(body)
+
+
+@data_app.command("import")
+def data_import(
+    source: Annotated[str, typer.Argument(help="imagegem or recbole.")],
+    src: Annotated[Path, typer.Argument(help="Folder with the source files.")],
+    out: Annotated[Path, typer.Option(help="Output folder.")],
+    primary_only: Annotated[bool, typer.Option(help="imagegem: primary model files only.")]
+    = False,
+    base_model: Annotated[str | None, typer.Option(
+        help="imagegem: comma-separated baseModel values to keep.")] = None,
+    exclude_own_loras: Annotated[bool, typer.Option(
+        help="imagegem: drop generate rows of a user's own LoRAs.")] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Convert a real data source (ImageGem release, RecBole atomic files) into the schema."""
+
+    def body() -> None:
+        from benchmark import api
+
+        options = {}
+        if source == "imagegem":
+            options = {"primary_only": primary_only, "base_models": _csv(base_model),
+                       "exclude_own_loras": exclude_own_loras}
+        ds = api.import_data(source, src, out, progress=not quiet, **options)
+        typer.echo(json.dumps(api.info(ds.path), indent=2))
+
+    _guard(body)
+
+
+@data_app.command("info")
+def data_info(path: Annotated[Path, typer.Argument(help="A data set folder.")]) -> None:
+    """Show what a data set folder holds (tables, rows, embeddings, truth)."""
+
+    def body() -> None:
+        from benchmark import api
+
+        typer.echo(json.dumps(api.info(path), indent=2))
+
+    _guard(body)
+
+
+@app.command()
+def split(
+    dataset: Annotated[Path, typer.Option(help="A data set folder.")],
+    protocol: Annotated[str, typer.Option(
+        help="leave-last-out, temporal, random or cold-start.")] = "leave-last-out",
+    out: Annotated[Path, typer.Option(help="Output split folder.")] = Path("split"),
+    tracks: Annotated[str, typer.Option(help="Comma-separated tracks.")] = "lora-rec,image-rec",
+    test_ratio: Annotated[float, typer.Option(help="temporal/random: per-user test share.")]
+    = 0.2,
+    valid_ratio: Annotated[float, typer.Option(help="temporal/random: validation share.")] = 0.1,
+    cold_item_ratio: Annotated[float, typer.Option(help="cold-start: share of items held out.")]
+    = 0.1,
+    min_history: Annotated[int, typer.Option(help="Users with fewer interactions are dropped.")]
+    = 3,
+    valid: Annotated[bool, typer.Option(help="Make a validation part.")] = True,
+    seed: Annotated[int, typer.Option(help="Seed (random and cold-start).")] = 0,
+) -> None:
+    """Split a data set and save train/valid/test parquet files with a fingerprint."""
+
+    def body() -> None:
+        from benchmark import api
+
+        result = api.split(
+            dataset, protocol, out, tracks=_csv(tracks), test_ratio=test_ratio,
+            valid_ratio=valid_ratio, cold_item_ratio=cold_item_ratio, min_history=min_history,
+            valid=valid, seed=seed,
+        )
+        typer.echo(json.dumps({k: result.meta[k] for k in
+                               ("protocol", "counts", "tracks", "fingerprint")}, indent=2))
+
+    _guard(body)
+
+
+@app.command()
+def evaluate(
+    track: Annotated[str, typer.Option(help="lora-rec or image-rec.")],
+    split: Annotated[Path, typer.Option(help="A split folder.")],
+    submission: Annotated[Path, typer.Option(help="CSV or parquet: user_id,item_id,rank.")],
+    out: Annotated[Path | None, typer.Option(help="Write the result JSON here.")] = None,
+) -> None:
+    """Score a rankings file against a split's test part; invalid files exit 2."""
+
+    def body() -> None:
+        from benchmark import api
+
+        typer.echo(json.dumps(api.evaluate(track, split, submission, out), indent=2))
+
+    _guard(body)
+
+
+@app.command()
+def leaderboard(
+    results_dir: Annotated[Path, typer.Option(help="Result records.")] = Path("results"),
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("leaderboards"),
+) -> None:
+    """Rebuild every leaderboard from the result records alone."""
+
+    def body() -> None:
+        from benchmark import api
+        from benchmark.leaderboard import to_markdown
+
+        result = api.leaderboard(results_dir, out)
+        for table in result["tables"]:
+            typer.echo(to_markdown(table))
+        for note in result["notes"]:
+            typer.echo(f"note: {note}")
+
+    _guard(body)
+
+
+@app.command("list")
+def list_registered() -> None:
+    """List registered data sets, data sources, tracks and methods."""
+    from benchmark import api
+
+    for group, entries in api.registered().items():
+        typer.echo(f"{group}:")
+        for name, summary in entries.items():
+            typer.echo(f"  {name:18s} {summary}")
+
+
+def main() -> None:
+    app(prog_name="gembench")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""The full-ranking engine: score -> mask -> top-K -> metrics, in user chunks.
+
+Every ranking method and every submitted predictions file is measured by the
+same code: :func:`metrics_from_ranked` turns ranked lists into per-user metric
+vectors. The engine never holds the users x items score matrix: users are
+processed in chunks sized to a memory budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from benchmark.errors import GembenchError
+from benchmark.metrics import (
+    average_popularity,
+    catalogue_coverage,
+    parse_metric,
+    ranking_metrics,
+)
+from benchmark.progress import progress_bar
+from benchmark.protocols import RankingMethod
+from benchmark.ranking import hits_from_ranked, topk
+
+
+@dataclass
+class RankingEvaluation:
+    """Per-user metric vectors of one evaluation, with the ranked lists behind them."""
+
+    user_idx: np.ndarray  # evaluated users (dense indices), ascending
+    ranked: np.ndarray  # int64 [n_evaluated, K], -1 padded
+    per_user: dict[str, np.ndarray]
+    summary: dict[str, float]
+    n_users_evaluated: int
+    n_users_skipped: int
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def max_k(metric_names: list[str] | tuple[str, ...]) -> int:
+    return max(parse_metric(name)[1] for name in metric_names)
+
+
+def chunk_size(n_items: int, memory_budget_mb: float) -> int:
+    """Users per chunk: the score block (float32) plus the engine's temporaries fit the budget."""
+    per_user = n_items * (4 + 4 + 1)  # scores, partition copy, mask-sized temporaries
+    return int(max(1, min(65536, memory_budget_mb * 2**20 // per_user)))
+
+
+def metrics_from_ranked(
+    ranked: np.ndarray,
+    relevant: sp.csr_matrix,
+    metric_names: list[str] | tuple[str, ...],
+    item_popularity: np.ndarray | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Per-user metrics of ranked lists (rows of ``relevant`` align with rows of ``ranked``).
+
+    Returns per-user vectors and list-level figures (catalogue coverage, average
+    popularity of recommended items) at the largest K.
+    """
+    hits = hits_from_ranked(ranked, relevant)
+    n_relevant = np.diff(relevant.indptr)
+    per_user = ranking_metrics(hits, n_relevant, list(metric_names))
+    k = ranked.shape[1]
+    extra = {f"coverage@{k}": float(catalogue_coverage(ranked, relevant.shape[1], k))}
+    if item_popularity is not None:
+        per_user[f"avg_popularity@{k}"] = average_popularity(ranked, item_popularity, k)
+    return per_user, extra
+
+
+def evaluate_ranking(
+    method: RankingMethod,
+    exclude: sp.csr_matrix,
+    relevant: sp.csr_matrix,
+    metric_names: list[str] | tuple[str, ...],
+    *,
+    memory_budget_mb: float = 512.0,
+    item_popularity: np.ndarray | None = None,
+    progress: bool = True,
+    desc: str = "evaluate",
+) -> RankingEvaluation:
+    """Full-ranking evaluation of a fitted ``method``.
+
+    ``exclude[u]`` are the items masked for user ``u`` (its training items),
+    ``relevant[u]`` its held-out items; users with no held-out item are skipped
+    and counted.
+    """
+    n_users, n_items = relevant.shape
+    if exclude.shape != relevant.shape:
+        raise ValueError(f"exclude {exclude.shape} and relevant {relevant.shape} differ")
+    exclude = exclude.tocsr()
+    relevant = relevant.tocsr()
+    users = np.flatnonzero(np.diff(relevant.indptr) > 0)
+    k = max_k(metric_names)  # lists are -1 padded when fewer items remain
+    step = chunk_size(n_items, memory_budget_mb)
+    ranked = np.empty((len(users), k), dtype=np.int64)
+    with progress_bar(total=len(users), desc=desc, unit="user", enabled=progress) as bar:
+        for start in range(0, len(users), step):
+            chunk = users[start : start + step]
+            scores = np.asarray(method.score(chunk))
+            _check_scores(method, scores, chunk, n_items)
+            if scores.dtype != np.float32:
+                scores = scores.astype(np.float32)
+            elif not scores.flags.writeable or not scores.flags.c_contiguous:
+                scores = np.ascontiguousarray(scores).copy()
+            mask = exclude[chunk]
+            rows = np.repeat(np.arange(len(chunk)), np.diff(mask.indptr))
+            scores[rows, mask.indices] = -np.inf
+            ranked[start : start + len(chunk)], _ = topk(scores, k)
+            bar.update(len(chunk))
+    per_user, extra = metrics_from_ranked(ranked, relevant[users], metric_names, item_popularity)
+    summary = {name: float(values.mean()) if len(values) else 0.0
+               for name, values in per_user.items()}
+    return RankingEvaluation(
+        user_idx=users,
+        ranked=ranked,
+        per_user=per_user,
+        summary=summary,
+        n_users_evaluated=len(users),
+        n_users_skipped=int(n_users - len(users)),
+        extra=extra,
+    )
+
+
+def _check_scores(method: RankingMethod, scores: np.ndarray, chunk: np.ndarray,
+                  n_items: int) -> None:
+    if scores.shape != (len(chunk), n_items):
+        raise GembenchError(
+            f"method {method.name!r} returned scores of shape {scores.shape}, "
+            f"expected {(len(chunk), n_items)} (rule: score() returns [users, items])"
+        )
+    nan = np.isnan(scores)
+    if nan.any():
+        row, col = np.argwhere(nan)[0]
+        raise GembenchError(
+            f"method {method.name!r} returned NaN scores (first: user index {chunk[row]}, "
+            f"item index {col}) (rule: scores are finite or -inf)"
+        )

@@ -1,0 +1,89 @@
+"""Registered data sets, tracks and methods, by name.
+
+Methods are registered as ``"module:Class"`` strings and imported on use, so
+listing them (and ``gembench --help``) never imports torch or RecBole. Third
+parties add methods through the ``gembench.methods`` entry-point group or pass
+``--method package.module:Class`` directly.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING
+
+from benchmark.tasks import TRACKS
+
+if TYPE_CHECKING:
+    from benchmark.protocols import RankingMethod
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    target: str  # "module:Class"
+    tracks: tuple[str, ...]
+    summary: str
+    default: bool = True  # run by `gembench run` when no --methods is given
+
+
+METHODS: dict[str, MethodSpec] = {
+    spec.name: spec
+    for spec in [
+        MethodSpec("random", "baselines.random:RandomRanker", ("lora-rec", "image-rec"),
+                   "uniform random scores (seeded)"),
+        MethodSpec("popularity", "baselines.popularity:Popularity", ("lora-rec", "image-rec"),
+                   "items by training interaction count"),
+        MethodSpec("itemknn", "baselines.itemknn:ItemKNN", ("lora-rec", "image-rec"),
+                   "item-based kNN, cosine with shrinkage"),
+        MethodSpec("oracle", "baselines.oracle:Oracle", ("lora-rec", "image-rec"),
+                   "the synthetic world's true utility (synthetic data only)"),
+    ]
+}
+
+#: data sets that `gembench run --dataset NAME` can build by itself
+DATASETS: dict[str, str] = {
+    "synthetic-tiny": "seeded synthetic world, tiny scale (tests)",
+    "synthetic-small": "seeded synthetic world, small scale (the default main job)",
+    "synthetic-full": "seeded synthetic world at ImageGem scale (57K users, 242K LoRAs, 5M images)",
+}
+
+#: data sources that `gembench data import --source NAME` converts into the schema
+SOURCES: dict[str, str] = {
+    "imagegem": "the ImageGem release (ImageGem-images + ImageGem-models tables)",
+    "recbole": "RecBole atomic files (.inter, .item, .user), e.g. MovieLens-100K",
+}
+
+
+def _entry_point_methods() -> dict[str, MethodSpec]:
+    found = {}
+    for ep in entry_points(group="gembench.methods"):
+        found[ep.name] = MethodSpec(ep.name, ep.value, tuple(TRACKS), f"entry point {ep.value}",
+                                    default=False)
+    return found
+
+
+def all_methods() -> dict[str, MethodSpec]:
+    return {**_entry_point_methods(), **METHODS}
+
+
+def resolve_method(name: str) -> tuple[str, type[RankingMethod]]:
+    """A registered name, an entry point, or ``package.module:Class`` -> (name, class)."""
+    methods = all_methods()
+    if name in methods:
+        target = methods[name].target
+    elif ":" in name:
+        target = name
+    else:
+        raise KeyError(
+            f"unknown method {name!r}; registered: {sorted(methods)} "
+            "(or pass package.module:Class)"
+        )
+    module_name, _, attr = target.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise KeyError(f"cannot load method {target!r}: {e}") from e
+    display = name if name in methods else getattr(cls, "name", attr)
+    return display, cls

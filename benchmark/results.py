@@ -1,0 +1,150 @@
+"""Result records: one JSON file per (data set, split, track, method), written atomically.
+
+A record holds everything needed to trust and reuse a number: the metrics and
+their 95% bootstrap intervals, the per-user metric vectors (for paired
+significance tests), the method and its parameters, the seed, the split
+fingerprint, library versions, wall time and peak memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmark import __version__
+from benchmark.data.store import atomic_write_text
+from benchmark.errors import DataError
+
+RECORD_SCHEMA = "gembench.result/1"
+N_BOOTSTRAP = 1000
+
+
+def bootstrap_interval(
+    values: np.ndarray, n_boot: int = N_BOOTSTRAP, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean over users.
+
+    Users are resampled with replacement ``n_boot`` times (seeded, so the
+    interval is reproducible); the interval is the (1-level)/2 and (1+level)/2
+    quantiles of the resampled means. Chunked, so memory stays O(chunk * n).
+    """
+    values = np.asarray(values, dtype=np.float64)
+    n = len(values)
+    if n == 0:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_boot)
+    step = max(1, min(n_boot, 2_000_000 // n))
+    for start in range(0, n_boot, step):
+        size = min(step, n_boot - start)
+        idx = rng.integers(0, n, size=(size, n))
+        means[start : start + size] = values[idx].mean(axis=1)
+    alpha = (1.0 - level) / 2.0
+    low, high = np.quantile(means, [alpha, 1.0 - alpha])
+    return float(low), float(high)
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process so far (ru_maxrss), in MiB."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(rss / 1024.0 if sys.platform != "darwin" else rss / 2**20, 1)
+
+
+def versions() -> dict[str, str]:
+    import numpy
+    import pandas
+    import pyarrow
+    import scipy
+
+    found = {
+        "gembench": __version__,
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "scipy": scipy.__version__,
+        "pandas": pandas.__version__,
+        "pyarrow": pyarrow.__version__,
+    }
+    for name in ("torch", "implicit", "recbole", "faiss", "open_clip", "transformers"):
+        module = sys.modules.get(name)
+        if module is not None:
+            found[name] = str(getattr(module, "__version__", "unknown"))
+    return found
+
+
+def make_record(
+    *,
+    track: str,
+    dataset: dict[str, Any],
+    split: dict[str, Any],
+    method: dict[str, Any],
+    summary: dict[str, float],
+    per_user: dict[str, np.ndarray],
+    user_ids: list[str],
+    counts: dict[str, int],
+    seed: int,
+    timing: dict[str, float],
+    extra: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    intervals = {
+        name: [round(v, 8) for v in bootstrap_interval(values, seed=seed)]
+        for name, values in per_user.items()
+    }
+    return {
+        "schema": RECORD_SCHEMA,
+        "track": track,
+        "dataset": dataset,
+        "split": split,
+        "method": method,
+        "metrics": {name: round(float(v), 8) for name, v in summary.items()},
+        "intervals": intervals,
+        "interval_method": f"percentile bootstrap over users, {N_BOOTSTRAP} resamples, 95%",
+        "list_metrics": {k: round(v, 8) for k, v in (extra or {}).items()},
+        **counts,
+        "per_user": {
+            "user_id": list(user_ids),
+            **{name: [round(float(v), 8) for v in values] for name, values in per_user.items()},
+        },
+        "seed": seed,
+        "versions": versions(),
+        "timing_s": {k: round(v, 3) for k, v in timing.items()},
+        "peak_memory_mb": peak_memory_mb(),
+    }
+
+
+def record_path(results_dir: str | os.PathLike, record: dict[str, Any]) -> Path:
+    """results/<dataset>/<protocol>/<track>/<method>.json"""
+    safe = record["method"]["name"].replace("/", "_").replace(":", "_")
+    return (Path(results_dir) / record["dataset"]["name"] / record["split"]["protocol"]
+            / record["track"] / f"{safe}.json")
+
+
+def write_record(record: dict[str, Any], path: str | os.PathLike) -> Path:
+    path = Path(path)
+    atomic_write_text(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
+    return path
+
+
+def read_record(path: str | os.PathLike) -> dict[str, Any]:
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(f"unreadable result record: {e}", path=str(path)) from e
+    if record.get("schema") != RECORD_SCHEMA:
+        raise DataError(f"not a result record (schema {record.get('schema')!r})",
+                        path=str(path), rule=f"schema is {RECORD_SCHEMA}")
+    return record
+
+
+def load_records(results_dir: str | os.PathLike) -> list[tuple[Path, dict[str, Any]]]:
+    """Every record under ``results_dir``, sorted by path (deterministic)."""
+    root = Path(results_dir)
+    if not root.is_dir():
+        return []
+    return [(p, read_record(p)) for p in sorted(root.rglob("*.json"))]

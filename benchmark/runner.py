@@ -1,0 +1,193 @@
+"""The main job: data set -> split -> every (track, method) -> records -> leaderboards.
+
+Protocol for the test part: a method is fitted on train + valid and every item
+of train + valid is masked when ranking, so the held-out items are the only
+new ones (the next-item protocol). Tuning (valid part) fits on train alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from benchmark.data.store import Dataset
+from benchmark.errors import NotApplicable
+from benchmark.evaluate import RankingEvaluation, evaluate_ranking
+from benchmark.leaderboard import write_leaderboards
+from benchmark.protocols import InteractionData, RankingMethod, SideInfo
+from benchmark.registry import DATASETS, METHODS, resolve_method
+from benchmark.results import make_record, record_path, write_record
+from benchmark.splits import Split, SplitConfig, load_split, make_split
+from benchmark.tasks import get_track
+
+log = logging.getLogger("gembench")
+
+
+def resolve_dataset(name_or_path: str | os.PathLike, data_dir: str | os.PathLike = "data",
+                    seed: int = 0, progress: bool = True) -> Dataset:
+    """A registered data set name (built into ``data_dir`` on first use) or a folder."""
+    name = str(name_or_path)
+    if name in DATASETS:
+        path = Path(data_dir) / name
+        if (path / "dataset.json").is_file():
+            dataset = Dataset(path)
+            if dataset.meta.get("seed") == seed:
+                return dataset
+        from benchmark.data.synthetic import synthesize
+
+        scale = name.removeprefix("synthetic-")
+        log.info("building %s (seed %d) into %s", name, seed, path)
+        return synthesize(scale, path, seed=seed, progress=progress)
+    return Dataset(name)
+
+
+def prepare_split(dataset: Dataset, config: SplitConfig, data_dir: str | os.PathLike = "data",
+                  progress: bool = True) -> Split:
+    """The split for ``config``, cached under ``data_dir/splits`` and reused when unchanged."""
+    key = hashlib.sha256(
+        json.dumps([dataset.meta.get("files", {}), asdict(config)], sort_keys=True,
+                   default=list).encode()
+    ).hexdigest()[:12]
+    path = Path(data_dir) / "splits" / dataset.name / f"{config.protocol}-{key}"
+    if (path / "split.json").is_file():
+        return load_split(path)
+    split = make_split(dataset, config, progress=progress)
+    split.save(path)
+    return split
+
+
+def track_data(split: Split, item_kind: str, part: str = "test"
+               ) -> tuple[InteractionData, sp.csr_matrix]:
+    """Fit data and relevance matrix for evaluating ``part`` of one item kind.
+
+    For ``test`` the fit data is train + valid; for ``valid`` it is train.
+    """
+    fit_parts = ["train", "valid"] if part == "test" else ["train"]
+    frames = {p: split.part(p, item_kind) for p in ("train", "valid", "test")}
+    users = pd.Index(
+        np.unique(np.concatenate([frames[p]["user_id"].astype(str).to_numpy() for p in frames])),
+        dtype=object,
+    )
+    items = split.items(item_kind)
+    source = str(split.path or "<split>")
+    fit = InteractionData.from_frame(
+        pd.concat([frames[p] for p in fit_parts], ignore_index=True), users, items, item_kind,
+        source=source,
+    )
+    held_out = InteractionData.from_frame(frames[part], users, items, item_kind, source=source)
+    return fit, held_out.matrix
+
+
+def run_method(
+    method: RankingMethod,
+    fit: InteractionData,
+    relevant: sp.csr_matrix,
+    side: SideInfo,
+    metric_names: tuple[str, ...],
+    memory_budget_mb: float = 512.0,
+    progress: bool = True,
+) -> tuple[RankingEvaluation, dict[str, float]]:
+    t0 = time.perf_counter()
+    method.fit(fit, side)
+    t1 = time.perf_counter()
+    popularity = np.asarray(fit.matrix.getnnz(axis=0), dtype=np.float64)
+    evaluation = evaluate_ranking(
+        method, fit.matrix, relevant, metric_names, memory_budget_mb=memory_budget_mb,
+        item_popularity=popularity, progress=progress, desc=f"{method.name}",
+    )
+    t2 = time.perf_counter()
+    return evaluation, {"fit": t1 - t0, "evaluate": t2 - t1}
+
+
+def run_benchmark(
+    dataset: str | os.PathLike = "synthetic-small",
+    tracks: list[str] | None = None,
+    methods: list[str] | None = None,
+    protocol: str = "leave-last-out",
+    seed: int = 0,
+    data_dir: str | os.PathLike = "data",
+    results_dir: str | os.PathLike = "results",
+    leaderboard_dir: str | os.PathLike | None = "leaderboards",
+    memory_budget_mb: float = 512.0,
+    progress: bool = True,
+    echo=print,
+) -> dict[str, Any]:
+    """Run methods on tracks and write records (and leaderboards); returns what was done."""
+    ds = resolve_dataset(dataset, data_dir, seed=seed, progress=progress)
+    tracks = tracks or ["lora-rec", "image-rec"]
+    for name in tracks:
+        get_track(name)
+    config = SplitConfig(protocol=protocol, tracks=tuple(tracks), seed=seed)
+    split = prepare_split(ds, config, data_dir, progress=progress)
+    names = methods or [n for n, spec in METHODS.items() if spec.default]
+    written, skipped = [], []
+    for track_name in tracks:
+        track = get_track(track_name)
+        if split.meta["tracks"].get(track_name, {}).get("interaction_kind") is None:
+            skipped.append((track_name, "*", "the data set has no interactions for this track"))
+            continue
+        fit, relevant = track_data(split, track.item_kind, "test")
+        side = SideInfo(dataset=ds, item_kind=track.item_kind, seed=seed)
+        for method_name in names:
+            display, cls = resolve_method(method_name)
+            method = cls(seed=seed) if "seed" in _init_params(cls) else cls()
+            try:
+                evaluation, timing = run_method(
+                    method, fit, relevant, side, track.metrics, memory_budget_mb, progress
+                )
+            except NotApplicable as e:
+                skipped.append((track_name, display, str(e)))
+                echo(f"skipped {display} on {track_name}: {e}")
+                continue
+            record = make_record(
+                track=track_name,
+                dataset={"name": ds.name, "path": str(ds.path),
+                         "files_sha256": split.meta["dataset"]["files_sha256"]},
+                split={"protocol": split.meta["protocol"], "fingerprint": split.fingerprint,
+                       "part": "test", "fit_on": "train+valid",
+                       "interaction_kind": split.meta["tracks"][track_name]["interaction_kind"]},
+                method={"name": display, "class": f"{cls.__module__}:{cls.__qualname__}",
+                        "params": _jsonable(method.get_params()), "tuned": False},
+                summary=evaluation.summary,
+                per_user=evaluation.per_user,
+                user_ids=list(fit.user_ids[evaluation.user_idx]),
+                counts={"n_users_evaluated": evaluation.n_users_evaluated,
+                        "n_users_skipped": evaluation.n_users_skipped},
+                seed=seed,
+                timing=timing,
+                extra=evaluation.extra,
+            )
+            path = write_record(record, record_path(results_dir, record))
+            written.append(path)
+            echo(f"{track_name:10s} {display:12s} ndcg@10={evaluation.summary['ndcg@10']:.4f} "
+                 f"recall@10={evaluation.summary['recall@10']:.4f} "
+                 f"(fit {timing['fit']:.1f}s, eval {timing['evaluate']:.1f}s)")
+    result: dict[str, Any] = {"dataset": ds, "split": split, "records": written,
+                              "skipped": skipped}
+    if leaderboard_dir is not None:
+        files, tables, notes = write_leaderboards(results_dir, leaderboard_dir)
+        result.update(leaderboard_files=files, tables=tables, notes=notes)
+    return result
+
+
+def _init_params(cls: type) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(cls.__init__).parameters)
+
+
+def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in params.items():
+        out[k] = v.item() if isinstance(v, np.generic) else v
+    return out

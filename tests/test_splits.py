@@ -1,0 +1,111 @@
+"""Splits: hand-checked assignments, fingerprints recomputed independently, saved folders."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pandas as pd
+import pytest
+
+from benchmark.errors import DataError
+from benchmark.splits import SplitConfig, load_split, make_split
+
+
+def rows(split, part, kind):
+    frame = split.part(part, kind)
+    return sorted(zip(frame["user_id"], frame["item_id"], strict=True))
+
+
+def test_leave_last_out_by_hand(toy):
+    split = make_split(toy, SplitConfig(protocol="leave-last-out"))
+    assert rows(split, "test", "lora") == [("u1", "l4"), ("u2", "l1"), ("u3", "l3")]
+    assert rows(split, "valid", "lora") == [("u1", "l3"), ("u2", "l5"), ("u3", "l2")]
+    # u1's repeated l1 (days 1 and 5) is one row at day 1; u4 (2 rows) is dropped
+    assert rows(split, "train", "lora") == [("u1", "l1"), ("u1", "l2"), ("u2", "l2"),
+                                            ("u2", "l3"), ("u3", "l1")]
+    assert rows(split, "test", "image") == [("u1", "i5"), ("u2", "i5"), ("u3", "i6")]
+    stats = split.meta["tracks"]["lora-rec"]
+    assert stats["duplicates_dropped"] == 1
+    assert stats["users_dropped_min_history"] == 1
+    assert stats["interaction_kind"] == "generate"
+    assert split.meta["tracks"]["image-rec"]["interaction_kind"] == "like"
+    train_l1 = split.part("train", "lora")
+    assert train_l1.loc[(train_l1.user_id == "u1") & (train_l1.item_id == "l1"),
+                        "timestamp"].iloc[0] == pd.Timestamp("2024-01-02")
+
+
+def test_no_valid_part(toy):
+    split = make_split(toy, SplitConfig(protocol="leave-last-out", valid=False))
+    assert len(split.part("valid")) == 0
+    assert ("u1", "l3") in rows(split, "train", "lora")
+
+
+def test_temporal_ratios(toy):
+    split = make_split(toy, SplitConfig(protocol="temporal", test_ratio=0.34, valid_ratio=0.01,
+                                        min_history=3, tracks=("lora-rec",)))
+    # u1: 4 rows -> test round(1.36)=1, valid max(1, 0)=1; u2: 4 -> 1, 1; u3: 3 -> 1, 1
+    assert split.meta["counts"] == {"train": 5, "valid": 3, "test": 3}
+    for user in ("u1", "u2", "u3"):
+        part = {p: split.part(p, "lora") for p in ("train", "valid", "test")}
+        t_train = part["train"].loc[part["train"].user_id == user, "timestamp"].max()
+        t_test = part["test"].loc[part["test"].user_id == user, "timestamp"].min()
+        assert t_train < t_test
+
+
+def test_random_is_seeded(toy):
+    a = make_split(toy, SplitConfig(protocol="random", seed=1))
+    b = make_split(toy, SplitConfig(protocol="random", seed=1))
+    assert a.fingerprint == b.fingerprint
+    fingerprints = {make_split(toy, SplitConfig(protocol="random", seed=s)).fingerprint
+                    for s in range(6)}
+    assert len(fingerprints) > 1
+
+
+def test_cold_start_items_unseen(toy):
+    split = make_split(toy, SplitConfig(protocol="cold-start", cold_item_ratio=0.4,
+                                        min_history=1, seed=3))
+    for kind in ("lora", "image"):
+        train_items = set(split.part("train", kind)["item_id"])
+        for part in ("valid", "test"):
+            assert not train_items & set(split.part(part, kind)["item_id"])
+    assert len(split.part("test")) > 0
+
+
+def independent_fingerprint(folder) -> str:
+    """Recompute the fingerprint with plain pandas + hashlib, as a user would."""
+    lines = []
+    for part in ("train", "valid", "test"):
+        frame = pd.read_parquet(folder / f"{part}.parquet")
+        secs = frame["timestamp"].astype("datetime64[s]").astype("int64")
+        for row, ts in zip(frame.itertuples(index=False), secs, strict=True):
+            lines.append(f"{part}\t{row.item_kind}\t{row.user_id}\t{row.item_id}\t{ts}\n")
+    return hashlib.sha256("".join(sorted(lines)).encode()).hexdigest()
+
+
+def test_saved_folder_and_fingerprint(toy, tmp_path):
+    split = make_split(toy, SplitConfig())
+    folder = split.save(tmp_path / "split")
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "catalogue.parquet", "split.json", "test.parquet", "train.parquet", "valid.parquet"]
+    assert independent_fingerprint(folder) == split.fingerprint
+    again = load_split(folder)
+    assert again.fingerprint == split.fingerprint
+    assert list(again.items("lora")) == ["l1", "l2", "l3", "l4", "l5"]
+
+
+def test_tampered_split_is_refused(toy, tmp_path):
+    folder = make_split(toy, SplitConfig()).save(tmp_path / "split")
+    test = pd.read_parquet(folder / "test.parquet")
+    test.loc[0, "item_id"] = "l2"
+    test.to_parquet(folder / "test.parquet")
+    with pytest.raises(DataError, match="fingerprint"):
+        load_split(folder)
+
+
+def test_bad_config():
+    with pytest.raises(ValueError, match="protocol"):
+        SplitConfig(protocol="weekly")
+    with pytest.raises(KeyError, match="unknown track"):
+        SplitConfig(tracks=("music-rec",))
+    with pytest.raises(ValueError, match="test_ratio"):
+        SplitConfig(protocol="temporal", test_ratio=1.5)
