@@ -98,11 +98,14 @@ class RankingMethod:
 
     def get_params(self) -> dict[str, Any]:
         """Hyper-parameters: the ``__init__`` arguments, read back from attributes."""
+        if type(self).__init__ is object.__init__:
+            return {}
         sig = inspect.signature(type(self).__init__)
+        skip = (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
         return {
             p: getattr(self, p)
             for p in sig.parameters
-            if p != "self" and sig.parameters[p].kind is not inspect.Parameter.VAR_KEYWORD
+            if p != "self" and sig.parameters[p].kind not in skip
         }
 
     def set_params(self, **params: Any) -> RankingMethod:
