@@ -10,7 +10,11 @@ class GembenchError(Exception):
 
 
 class DataError(GembenchError):
-    """Bad input data: a malformed file, a missing column, an unknown id, a duplicate row."""
+    """Bad input data: a malformed file, a missing column, an unknown id, a duplicate row.
+
+    ``row`` counts data rows from 1 within ``path``, the header excluded (in a CSV
+    file with a header, row N is line N + 1).
+    """
 
     def __init__(
         self,

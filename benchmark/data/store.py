@@ -29,7 +29,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from benchmark.errors import DataError
-from benchmark.schema import ID_COLUMN, ITEM_KINDS, REQUIRED_TABLES, TABLES, check_columns
+from benchmark.schema import (
+    ID_COLUMN,
+    ITEM_KINDS,
+    REQUIRED_TABLES,
+    TABLES,
+    TIMESTAMP,
+    check_columns,
+)
 
 META_FILE = "dataset.json"
 FORMAT_VERSION = 1
@@ -199,7 +206,14 @@ class Dataset:
             raise DataError(f"not a readable parquet file: {e}", path=str(path)) from e
         if name in TABLES:
             check_columns(name, pf.schema_arrow, source=str(path))
-        return pf.read(columns=columns)
+        table = pf.read(columns=columns)
+        # parquet has no seconds unit: timestamps come back as ms; restore the schema's unit
+        fields = [
+            pa.field(f.name, TIMESTAMP) if pa.types.is_timestamp(f.type) and f.type != TIMESTAMP
+            else f
+            for f in table.schema
+        ]
+        return table.cast(pa.schema(fields), safe=False)
 
     def table(self, name: str, columns: list[str] | None = None) -> pd.DataFrame:
         """A table as pandas; string id columns come back as categoricals (compact)."""

@@ -1,0 +1,280 @@
+"""Top-K selection for the full-ranking engine, and the hit matrix the metrics consume.
+
+Tie rule, used everywhere in gembench: items are ordered by score descending, and equal
+scores by item index ascending (lower index first). It is applied exactly -- the result
+does not depend on numpy's partition internals -- because popularity-like scorers tie a
+lot and the order within a tie decides which items make the cut at ``k``. Items scored
+``-inf`` are masked (e.g. training items) and are never returned.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = ["hits_from_ranked", "topk"]
+
+#: Rows are processed in blocks of about this many scores, which bounds the temporaries
+#: (argpartition's int64 indices are 8 bytes per score) at a few tens of MB.
+_BLOCK_ELEMENTS = 1 << 22
+
+
+def topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best items of each row: ``(indices int64 (n, k), values float32 (n, k))``.
+
+    Order: score descending, ties by lower item index first (exactly, deterministically).
+    Entries equal to ``-inf`` are never returned; a row with fewer than ``k`` other entries
+    is padded with index -1 and value ``-inf``. ``k >= N`` is allowed (everything finite,
+    sorted, then padding). ``+inf`` ranks above every finite score.
+
+    Method (exact at every step, no per-row Python loop):
+
+    1. Wide rows (``N >= 32 k``): columns are split into ``G ~ sqrt(k N)`` strided groups
+       (``c % G``) and the group maxima computed (one cheap pass). With ``thr`` the k-th
+       largest group maximum, every entry of the top k lies in a group whose maximum is
+       ``>= thr``; usually that is about ``k`` groups, i.e. ``~sqrt(k N)`` candidates, so the
+       expensive selection runs on a few thousand entries instead of ``N``. Where more
+       than ``k`` group maxima tie at ``thr`` (popularity scores, a constant row), only the
+       groups above ``thr`` are candidates and the free slots take the lowest-index
+       entries ``== thr``, found by a windowed scan from the left.
+    2. ``np.argpartition`` finds a top-k set; it is exact unless the k-th value ``t`` is
+       tied beyond the cut (``#{s >= t} > k``) or is ``-inf``. Only those rows are
+       repaired, vectorised over all of them: entries ``> t`` are kept and the free slots
+       take the lowest-index entries ``== t``.
+    3. ``np.lexsort`` of the k survivors by ``(-score, index)`` gives the order.
+
+    Raises ValueError if ``scores`` contains NaN (which has no place in an order), naming
+    the first bad row and column; TypeError for a non-floating dtype. Values are returned as
+    float32 (float64 input is ranked in float64, then rounded).
+    """
+    scores = np.asarray(scores)
+    if scores.ndim != 2:
+        raise ValueError(f"scores must be 2-D (n_rows, n_items), got shape {scores.shape}")
+    if not np.issubdtype(scores.dtype, np.floating):
+        raise TypeError(f"scores must be a floating array, got {scores.dtype}")
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+    k = int(k)
+    n, n_items = scores.shape
+    indices = np.full((n, k), -1, dtype=np.int64)
+    values = np.full((n, k), -np.inf, dtype=np.float32)
+    if n == 0 or n_items == 0:
+        return indices, values
+    width = min(k, n_items)
+    step = max(1, _BLOCK_ELEMENTS // n_items)
+    for start in range(0, n, step):  # blocks of rows, not rows: bounds memory
+        block = scores[start : start + step]
+        _check_no_nan(block, start)
+        if n_items >= _GROUPED_MIN_RATIO * width:
+            idx, val = _topk_grouped(block, width)
+        else:
+            idx, val = _topk_plain(block, width)
+        indices[start : start + step, :width] = idx
+        values[start : start + step, :width] = val
+    return indices, values
+
+
+#: Use the group-maximum prefilter when a row has at least this many items per slot of k.
+_GROUPED_MIN_RATIO = 32
+
+
+def _check_no_nan(block: np.ndarray, offset: int) -> None:
+    # max() propagates NaN, so one contiguous reduction per row finds it without a bool copy.
+    nan_rows = np.flatnonzero(np.isnan(block.max(axis=1)))
+    if nan_rows.size:
+        row = int(nan_rows[0])
+        col = int(np.flatnonzero(np.isnan(block[row]))[0])
+        raise ValueError(f"scores contain NaN (first at row {offset + row}, column {col})")
+
+
+def _topk_grouped(block: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``width`` through the group-maximum prefilter (step 1 of :func:`topk`).
+
+    Why it is exact: the ``width`` largest group maxima are ``width`` distinct entries
+    ``>= thr``, so the true k-th value ``t >= thr`` and every entry of the top k lies in a
+    group whose maximum is ``>= thr``. Rows with at most ``width`` groups tied at ``thr``
+    take all those groups as candidates. Rows with more (heavy ties: popularity scores, a
+    constant row) take only the groups above ``thr`` (fewer than ``width``; they hold every
+    entry ``> thr``): if those hold ``>= width`` entries ``> thr`` the answer is among them,
+    otherwise ``t == thr`` and the free slots take the lowest-index entries ``== thr`` of
+    the full row.
+    """
+    block = np.ascontiguousarray(block)
+    m, n_items = block.shape
+    n_groups = max(4 * width, int(np.sqrt(width * n_items)))
+    layers_full = n_items // n_groups
+    main = layers_full * n_groups
+    group_max = block[:, :main].reshape(m, layers_full, n_groups).max(axis=1)
+    if main < n_items:  # the tail columns main.. belong to groups 0, 1, ...
+        tail = n_items - main
+        np.maximum(group_max[:, :tail], block[:, main:], out=group_max[:, :tail])
+    cut = n_groups - width
+    thr = np.partition(group_max, cut, axis=1)[:, cut]
+    n_at = np.count_nonzero(group_max == thr[:, None], axis=1)
+    tied = (n_at > width) & (thr > -np.inf)
+    # A -inf threshold means fewer than k groups hold an entry above -inf: take exactly those.
+    floor = np.where(tied, thr, np.maximum(thr, np.finfo(block.dtype).min))
+    selected = (group_max > floor[:, None]) | ((group_max == floor[:, None]) & ~tied[:, None])
+
+    cols, cand = _gather_groups(block, selected, n_groups)
+    cand[tied] = np.where(cand[tied] > thr[tied, None], cand[tied], -np.inf)
+    found = min(width, cand.shape[1])
+    pos, val = _topk_plain(cand, found)
+    indices = np.full((m, width), -1, dtype=np.int64)
+    values = np.full((m, width), -np.inf, dtype=np.float32)
+    indices[:, :found] = np.where(pos >= 0, np.take_along_axis(cols, np.maximum(pos, 0), 1), -1)
+    values[:, :found] = val
+
+    need = np.where(tied, width - np.count_nonzero(indices >= 0, axis=1), 0)
+    fill = np.flatnonzero(need > 0)
+    if fill.size:
+        # Entries > thr are sorted and come first; the lowest-index entries == thr follow
+        # in column order, which is already their place in the ranking.
+        _, eq_col = _first_equal(block, fill, thr[fill], need[fill])
+        slot_row, slot_col = np.nonzero(indices[fill] < 0)
+        sub_idx, sub_val = indices[fill], values[fill]
+        sub_idx[slot_row, slot_col] = eq_col
+        sub_val[slot_row, slot_col] = thr[fill][slot_row]
+        indices[fill], values[fill] = sub_idx, sub_val
+    return indices, values
+
+
+def _gather_groups(
+    block: np.ndarray, selected: np.ndarray, n_groups: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Columns (-1 = none) and scores (-inf) of the selected strided groups of each row.
+
+    Laid out as ``layer * n_groups + group``, layer-major with groups ascending, so the
+    candidate position order is the item index order and ties keep the global rule.
+    """
+    m, n_items = block.shape
+    counts = selected.sum(axis=1)
+    sel_row, sel_group = np.nonzero(selected)
+    slot = np.arange(sel_row.size) - (np.cumsum(counts) - counts)[sel_row]
+    groups = np.full((m, max(1, int(counts.max()))), -1, dtype=np.int64)
+    groups[sel_row, slot] = sel_group
+    n_layers = -(-n_items // n_groups)
+    cols = np.arange(n_layers, dtype=np.int64)[None, :, None] * n_groups + groups[:, None, :]
+    cols = np.where((groups >= 0)[:, None, :] & (cols < n_items), cols, -1).reshape(m, -1)
+    missing = cols < 0
+    flat = np.where(missing, 0, cols) + (np.arange(m, dtype=np.int64) * n_items)[:, None]
+    cand = np.take(block.reshape(-1), flat)
+    cand[missing] = -np.inf
+    return cols, cand
+
+
+def _topk_plain(block: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``width`` (``width <= N``) by argpartition + tie repair (steps 2-3)."""
+    m, n_items = block.shape
+    if width == n_items:
+        candidates = np.broadcast_to(np.arange(n_items, dtype=np.int64), (m, n_items))
+        return _sort_candidates(block, candidates)
+    cut = n_items - width
+    candidates = np.argpartition(block, cut, axis=1)[:, cut:]
+    # argpartition puts the k-th largest value first in the kept slice.
+    kth = block[np.arange(m), candidates[:, 0]]
+    # For kth == -inf count only entries above -inf: the row is short, not tied.
+    floor = np.maximum(kth, np.finfo(block.dtype).min)
+    n_at_least = np.count_nonzero(block >= floor[:, None], axis=1)
+    inexact = np.flatnonzero(n_at_least != width)
+    if inexact.size:
+        candidates[inexact] = _repair(block[inexact], candidates[inexact], kth[inexact])
+    return _sort_candidates(block, candidates)
+
+
+def _repair(rows: np.ndarray, candidates: np.ndarray, kth: np.ndarray) -> np.ndarray:
+    """Exact candidate sets for rows whose k-th value is tied beyond the cut or ``-inf``.
+
+    Everything ``> kth`` is in any top-k set (argpartition already holds all of it); the
+    remaining ``need`` slots take the ``need`` lowest-index entries ``== kth``. A ``-inf``
+    k-th value means fewer than k entries above ``-inf``: the remaining slots become -1.
+    """
+    width = candidates.shape[1]
+    cand_values = np.take_along_axis(rows, candidates, axis=1)
+    above = cand_values > kth[:, None]
+    out = np.where(above, candidates, -1)
+    need = np.where(kth > -np.inf, width - above.sum(axis=1), 0)
+    fill = np.flatnonzero(need > 0)
+    if fill.size == 0:
+        return out
+    _, eq_col = _first_equal(rows, fill, kth[fill], need[fill])
+    # Free slots, in (row, slot) order, number exactly need[r] in row r, and the picks come
+    # in (row, column) order with need[r] per row: the two sequences pair up one to one.
+    slot_row, slot_col = np.nonzero(~above[fill])
+    out[fill[slot_row], slot_col] = eq_col
+    return out
+
+
+def _first_equal(
+    block: np.ndarray, which: np.ndarray, target: np.ndarray, need: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each ``i``: the ``need[i]`` lowest columns of row ``which[i]`` equal to ``target[i]``.
+
+    Returns ``(i, column)`` pairs in (i, column) order. Scans column windows of doubling
+    width, vectorised over the rows still short of matches, so a row that is one value
+    throughout (a cold-start user) stops after the first window instead of listing N ties.
+    """
+    n_cols = block.shape[1]
+    remaining = need.astype(np.int64, copy=True)
+    active = np.flatnonzero(remaining > 0)
+    found_rows, found_cols = [], []
+    start, window = 0, 4096
+    while active.size and start < n_cols:  # at most ~log2(N / 4096) + 1 windows
+        stop = min(n_cols, start + window)
+        er, ec = np.nonzero(block[which[active], start:stop] == target[active, None])
+        per_row = np.bincount(er, minlength=active.size)
+        rank = np.arange(er.size) - (np.cumsum(per_row) - per_row)[er]
+        keep = rank < remaining[active][er]
+        found_rows.append(active[er[keep]])
+        found_cols.append(ec[keep] + start)
+        remaining[active] -= np.minimum(per_row, remaining[active])
+        active = active[remaining[active] > 0]
+        start, window = stop, 2 * window
+    row_ids = np.concatenate(found_rows) if found_rows else np.empty(0, np.int64)
+    col_ids = np.concatenate(found_cols) if found_cols else np.empty(0, np.int64)
+    order = np.argsort(row_ids, kind="stable")  # windows are in column order already
+    return row_ids[order], col_ids[order]
+
+
+def _sort_candidates(block: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Order candidate indices (-1 = none) by ``(-score, index)``; ``-inf`` becomes padding."""
+    valid = candidates >= 0
+    vals = np.take_along_axis(block, np.where(valid, candidates, 0), axis=1)
+    valid &= vals > -np.inf
+    vals = np.where(valid, vals, -np.inf)
+    tiebreak = np.where(valid, candidates, block.shape[1])
+    order = np.lexsort((tiebreak, -vals), axis=1)
+    idx = np.take_along_axis(np.where(valid, candidates, -1), order, axis=1)
+    return idx, np.take_along_axis(vals, order, axis=1).astype(np.float32)
+
+
+def hits_from_ranked(ranked: np.ndarray, relevant: sp.csr_matrix | sp.csr_array) -> np.ndarray:
+    """``hits[u, j] = ranked[u, j] in relevant_items(u)``: bool ``(n, K)``, False for -1.
+
+    Each ``(row, item)`` pair is encoded as ``row * N + item``; the stored entries of the
+    CSR matrix give a sorted code array (rows ascending, columns sorted within a row), so
+    membership is a single ``np.searchsorted`` -- O(n K log nnz), no per-row loop. Stored
+    zeros are not relevant.
+    """
+    ranked = np.asarray(ranked)
+    if ranked.ndim != 2 or not np.issubdtype(ranked.dtype, np.integer):
+        raise ValueError(f"ranked must be a 2-D int array, got {ranked.dtype} {ranked.shape}")
+    if not sp.issparse(relevant):
+        raise TypeError(f"relevant must be a scipy.sparse matrix, got {type(relevant).__name__}")
+    relevant = relevant.tocsr()
+    n, n_items = relevant.shape
+    if ranked.shape[0] != n:
+        raise ValueError(f"ranked has {ranked.shape[0]} rows but relevant has {n}")
+    if ranked.size and (ranked.max() >= n_items or ranked.min() < -1):
+        raise ValueError(f"ranked holds indices outside [-1, {n_items}) (-1 is padding)")
+    counts = np.diff(relevant.indptr)
+    codes = np.repeat(np.arange(n, dtype=np.int64) * n_items, counts)
+    codes += relevant.indices
+    codes = codes[relevant.data != 0]
+    if not relevant.has_sorted_indices:
+        codes.sort()
+    valid = ranked >= 0
+    query = np.arange(n, dtype=np.int64)[:, None] * n_items + ranked
+    pos = np.searchsorted(codes, query)
+    found = codes[np.minimum(pos, codes.size - 1)] == query if codes.size else False
+    return valid & (pos < codes.size) & found
