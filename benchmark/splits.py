@@ -282,8 +282,9 @@ def _split_rows(rows: pd.DataFrame, config: SplitConfig) -> tuple[dict[str, pd.D
             n_test = np.maximum(1, np.floor(sizes * config.test_ratio + 0.5)).astype(np.int64)
             n_valid = (np.maximum(1, np.floor(sizes * config.valid_ratio + 0.5)).astype(np.int64)
                        if config.valid else np.zeros_like(sizes))
-            # never leave a user without training rows
-            n_valid = np.minimum(n_valid, np.maximum(sizes - n_test - 1, 0))
+        # never leave a user without training rows: validation gives way first, then test
+        n_test = np.minimum(n_test, np.maximum(sizes - 1, 0))
+        n_valid = np.minimum(n_valid, np.maximum(sizes - n_test - 1, 0))
         part = np.where(
             position_from_end < n_test, 2, np.where(position_from_end < n_test + n_valid, 1, 0)
         )

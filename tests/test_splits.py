@@ -34,6 +34,17 @@ def test_leave_last_out_by_hand(toy):
                         "timestamp"].iloc[0] == pd.Timestamp("2024-01-02")
 
 
+def test_every_user_keeps_a_training_row(toy):
+    split = make_split(toy, SplitConfig(protocol="leave-last-out", min_history=2))
+    # u4 has two LoRAs: one test row, no validation row, one training row
+    assert ("u4", "l2") in rows(split, "test", "lora")
+    assert ("u4", "l5") in rows(split, "train", "lora")
+    assert not [r for r in rows(split, "valid", "lora") if r[0] == "u4"]
+    single = make_split(toy, SplitConfig(protocol="temporal", min_history=1, test_ratio=0.9))
+    assert set(single.part("train", "lora")["user_id"]) >= set(single.part("test", "lora")
+                                                                ["user_id"])
+
+
 def test_no_valid_part(toy):
     split = make_split(toy, SplitConfig(protocol="leave-last-out", valid=False))
     assert len(split.part("valid")) == 0
