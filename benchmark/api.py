@@ -64,18 +64,57 @@ def split(dataset: str | os.PathLike, protocol: str = "leave-last-out",
 
 
 def evaluate(track: str, split: str | os.PathLike, submission: str | os.PathLike,
-             out: str | os.PathLike | None = None) -> dict[str, Any]:
-    """``gembench evaluate``: score a rankings file; writes ``out`` only when valid."""
+             out: str | os.PathLike | None = None, record: bool = False,
+             name: str | None = None,
+             results_dir: str | os.PathLike = "results") -> dict[str, Any]:
+    """``gembench evaluate``: score a rankings file; writes ``out`` only when valid.
+
+    With ``record=True`` (and a ``name``) it also writes a result record under
+    ``results_dir`` (refused when the name belongs to another method or the
+    split's fingerprint differs from the table's); its path is ``result["record"]``.
+    """
     import json
 
     from benchmark.data.store import atomic_write_text
-    from benchmark.submission import evaluate_submission
+    from benchmark.submission import evaluate_submission, submission_record
     from benchmark.tasks import get_track
 
-    result = evaluate_submission(submission, load_split(split), get_track(track))
+    if record:
+        if not name:
+            raise ValueError("--record needs --name (the method name on the leaderboard)")
+        from benchmark.results import write_record
+
+        result, rec, path = submission_record(submission, load_split(split), get_track(track),
+                                              name, results_dir)
+        write_record(rec, path)
+        result = {**result, "record": str(path)}
+    else:
+        result = evaluate_submission(submission, load_split(split), get_track(track))
     if out is not None:
         atomic_write_text(out, json.dumps(result, indent=2, sort_keys=True) + "\n")
     return result
+
+
+def validate(track: str, split: str | os.PathLike, submission: str | os.PathLike
+             ) -> dict[str, Any]:
+    """``gembench validate``: every violated rule of a rankings file, with its rows.
+
+    Returns ``valid``, ``violations`` (:class:`benchmark.submission.Violation`) and
+    ``text`` (the report the CLI prints).
+    """
+    from benchmark.submission import format_validation, validate_file
+    from benchmark.tasks import get_track
+
+    report = validate_file(submission, load_split(split), get_track(track))
+    return {**report, "text": format_validation(report)}
+
+
+def reproduce(record: str | os.PathLike, data_dir: str | os.PathLike | None = None,
+              progress: bool = False) -> dict[str, Any]:
+    """``gembench run --reproduce``: re-run one record and compare its metrics (1e-9)."""
+    from benchmark.reproduce import reproduce as _reproduce
+
+    return _reproduce(record, data_dir=data_dir, progress=progress)
 
 
 def run(**kwargs: Any) -> dict[str, Any]:
@@ -85,13 +124,41 @@ def run(**kwargs: Any) -> dict[str, Any]:
     return run_benchmark(**kwargs)
 
 
-def leaderboard(results_dir: str | os.PathLike = "results",
-                out: str | os.PathLike = "leaderboards") -> dict[str, Any]:
-    """``gembench leaderboard``: rebuild every table from the result records."""
-    from benchmark.leaderboard import write_leaderboards
+def tune(**kwargs: Any) -> dict[str, Any]:
+    """``gembench tune``: see :func:`benchmark.tuning.tune` for the arguments."""
+    from benchmark.tuning import tune as _tune
 
-    files, tables, notes = write_leaderboards(results_dir, out)
-    return {"files": files, "tables": tables, "notes": notes}
+    return _tune(**kwargs)
+
+
+def leaderboard(results_dir: str | os.PathLike = "results",
+                out: str | os.PathLike = "leaderboards", format: str = "files",
+                track: str | None = None, metrics: list[str] | None = None,
+                dataset: str | None = None, protocol: str | None = None,
+                style: str = "pm") -> dict[str, Any]:
+    """``gembench leaderboard``: rebuild every table from the result records.
+
+    ``format="files"`` writes Markdown + JSON per table and ``index.html`` under
+    ``out``; ``format="latex"`` writes nothing and returns ``text``: booktabs
+    tables of ``track`` (filtered by ``dataset``/``protocol``) with ``metrics``,
+    ``style`` "pm" (± half-width) or "intervals".
+    """
+    from benchmark.leaderboard import build_tables, select_tables, to_latex, write_leaderboards
+
+    if format == "files":
+        files, tables, notes = write_leaderboards(results_dir, out)
+        return {"files": files, "tables": tables, "notes": notes}
+    if format != "latex":
+        raise ValueError(f"unknown format {format!r}; choose files or latex")
+    if not track or not metrics:
+        raise ValueError("--format latex needs --track and --metrics")
+    tables, notes = build_tables(results_dir)
+    chosen = select_tables(tables, track, dataset, protocol)
+    if not chosen:
+        raise KeyError(f"no table for track {track!r} (data set {dataset or 'any'}, protocol "
+                       f"{protocol or 'any'}) under {results_dir}")
+    text = "\n".join(to_latex(t, metrics, style) for t in chosen)
+    return {"files": [], "tables": chosen, "notes": notes, "text": text}
 
 
 def registered() -> dict[str, dict[str, str]]:

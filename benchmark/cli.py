@@ -66,10 +66,25 @@ def run(
     memory_budget_mb: Annotated[float, typer.Option(help="Score-matrix budget per user chunk.")]
     = 512.0,
     quiet: Quiet = False,
+    reproduce: Annotated[Path | None, typer.Option(
+        help="Re-run this RECORD.json into a temporary results folder and compare its "
+             "metrics (1e-9); exit 0 when they match, 1 otherwise.")] = None,
 ) -> None:
     """Run methods on tracks: build data, split, evaluate, write records and leaderboards."""
 
     def body() -> None:
+        if reproduce is not None:
+            from benchmark import api
+
+            outcome = api.reproduce(reproduce, data_dir=data_dir, progress=not quiet)
+            if outcome["match"]:
+                typer.echo(f"{reproduce}: reproduced (metrics match to 1e-9); "
+                           f"re-run record {outcome['rerun']}")
+                return
+            typer.echo(f"{reproduce}: NOT reproduced; re-run record {outcome['rerun']}")
+            for line in outcome["differences"][:20]:
+                typer.echo(f"  {line}")
+            raise typer.Exit(1)
         from benchmark.leaderboard import to_markdown
         from benchmark.runner import run_benchmark
 
@@ -90,6 +105,39 @@ def run(
             typer.echo(f"note: {note}")
         typer.echo(f"{len(result['records'])} records written under {results_dir}/; "
                    f"leaderboards under {leaderboard_dir}/")
+
+    _guard(body)
+
+
+@app.command()
+def tune(
+    track: Annotated[str, typer.Option(help="lora-rec or image-rec.")],
+    method: Annotated[str, typer.Option(help="A registered method with a search space.")],
+    budget: Annotated[int | None, typer.Option(
+        help="Number of trials (default: the method's own budget).")] = None,
+    dataset: Annotated[str, typer.Option(help="Registered data set name or a data set folder.")]
+    = "synthetic-small",
+    metric: Annotated[str, typer.Option(help="Validation metric to maximise.")] = "ndcg@10",
+    seed: Annotated[int, typer.Option(help="Seed of data, split, search and methods.")] = 0,
+    protocol: Annotated[str, typer.Option(help="Split protocol.")] = "leave-last-out",
+    data_dir: Annotated[Path, typer.Option(help="Where built data sets and splits live.")]
+    = Path("data"),
+    tuned_dir: Annotated[Path | None, typer.Option(
+        help="Where tuned parameters are stored (default: baselines/tuned).")] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Random-search a method's hyper-parameters on the validation part (fit on train)."""
+
+    def body() -> None:
+        from benchmark import api
+
+        result = api.tune(track=track, method=method, budget=budget, dataset=dataset,
+                          metric=metric, seed=seed, protocol=protocol, data_dir=data_dir,
+                          tuned_dir=tuned_dir, progress=not quiet, echo=typer.echo)
+        typer.echo(json.dumps({k: result[k] for k in
+                               ("method", "track", "params", "metric", "value",
+                                "default_value", "n_trials", "split_fingerprint", "path")},
+                              indent=2))
 
     _guard(body)
 
@@ -191,13 +239,41 @@ def evaluate(
     split: Annotated[Path, typer.Option(help="A split folder.")],
     submission: Annotated[Path, typer.Option(help="CSV or parquet: user_id,item_id,rank.")],
     out: Annotated[Path | None, typer.Option(help="Write the result JSON here.")] = None,
+    record: Annotated[bool, typer.Option(
+        help="Also write a result record (needs --name) for the leaderboards.")] = False,
+    name: Annotated[str | None, typer.Option(help="Method name of the record.")] = None,
+    results_dir: Annotated[Path, typer.Option(help="Where the record is written.")]
+    = Path("results"),
 ) -> None:
     """Score a rankings file against a split's test part; invalid files exit 2."""
 
     def body() -> None:
         from benchmark import api
 
-        typer.echo(json.dumps(api.evaluate(track, split, submission, out), indent=2))
+        typer.echo(json.dumps(api.evaluate(track, split, submission, out, record=record,
+                                           name=name, results_dir=results_dir), indent=2))
+
+    _guard(body)
+
+
+@app.command()
+def validate(
+    submission: Annotated[Path, typer.Argument(help="CSV or parquet: user_id,item_id,rank.")],
+    track: Annotated[str, typer.Option(help="lora-rec or image-rec.")],
+    split: Annotated[Path, typer.Option(help="A split folder.")],
+) -> None:
+    """Check a rankings file against every rule; list each violated rule with its rows.
+
+    Exit 0 when valid, 2 when any rule is violated.
+    """
+
+    def body() -> None:
+        from benchmark import api
+
+        report = api.validate(track, split, submission)
+        typer.echo(report["text"])
+        if not report["valid"]:
+            raise typer.Exit(2)
 
     _guard(body)
 
@@ -206,14 +282,36 @@ def evaluate(
 def leaderboard(
     results_dir: Annotated[Path, typer.Option(help="Result records.")] = Path("results"),
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("leaderboards"),
+    format: Annotated[str, typer.Option(
+        help="files (Markdown + JSON + index.html under --out) or latex (print only).")]
+    = "files",
+    track: Annotated[str | None, typer.Option(help="latex: the track.")] = None,
+    metrics: Annotated[str | None, typer.Option(
+        help="latex: comma-separated metrics, e.g. recall@20,ndcg@20.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="latex: only this data set.")] = None,
+    protocol: Annotated[str | None, typer.Option(help="latex: only this protocol.")] = None,
+    intervals: Annotated[bool, typer.Option(
+        "--intervals", help="latex: 95% intervals in brackets.")] = False,
+    pm: Annotated[bool, typer.Option(
+        "--pm", help="latex: ± half-width of the 95% interval (the default).")] = False,
 ) -> None:
-    """Rebuild every leaderboard from the result records alone."""
+    """Rebuild every leaderboard from the result records alone (or print a LaTeX table)."""
 
     def body() -> None:
         from benchmark import api
         from benchmark.leaderboard import to_markdown
 
-        result = api.leaderboard(results_dir, out)
+        if format == "latex":
+            if intervals and pm:
+                raise ValueError("choose one of --intervals and --pm")
+            latex = api.leaderboard(results_dir, out, format="latex", track=track,
+                                    metrics=_csv(metrics), dataset=dataset,
+                                    protocol=protocol, style="intervals" if intervals else "pm")
+            typer.echo(latex["text"], nl=False)
+            for note in latex["notes"]:
+                typer.echo(f"note: {note}", err=True)
+            return
+        result = api.leaderboard(results_dir, out, format=format)
         for table in result["tables"]:
             typer.echo(to_markdown(table))
         for note in result["notes"]:

@@ -8,6 +8,7 @@ processed in chunks sized to a memory budget.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -85,6 +86,11 @@ def evaluate_ranking(
     ``exclude[u]`` are the items masked for user ``u`` (its training items),
     ``relevant[u]`` its held-out items; users with no held-out item are skipped
     and counted.
+
+    Speed: a method may accept ``score(user_idx, out=buffer)`` and write its float32 scores
+    into ``buffer`` (``[len(user_idx), n_items]``, reused across chunks), e.g.
+    ``np.matmul(U[user_idx], V.T, out=out)``; the NaN check rides on the masking and the
+    top-K passes, and the top-K runs row blocks on all CPUs (see :func:`topk`).
     """
     n_users, n_items = relevant.shape
     if exclude.shape != relevant.shape:
@@ -95,19 +101,35 @@ def evaluate_ranking(
     k = max_k(metric_names)  # lists are -1 padded when fewer items remain
     step = chunk_size(n_items, memory_budget_mb)
     ranked = np.empty((len(users), k), dtype=np.int64)
+    # A method whose score() takes ``out=`` writes each chunk into one reused float32
+    # buffer: no fresh allocation (and page faults) per chunk.
+    buffer = (np.empty((min(step, len(users)), n_items), dtype=np.float32)
+              if _accepts_out(method) and len(users) else None)
     with progress_bar(total=len(users), desc=desc, unit="user", enabled=progress) as bar:
         for start in range(0, len(users), step):
             chunk = users[start : start + step]
-            scores = np.asarray(method.score(chunk))
-            _check_scores(method, scores, chunk, n_items)
+            if buffer is not None:
+                scores = np.asarray(method.score(chunk, out=buffer[: len(chunk)]))
+            else:
+                scores = np.asarray(method.score(chunk))
+            _check_shape(method, scores, chunk, n_items)
             if scores.dtype != np.float32:
                 scores = scores.astype(np.float32)
             elif not scores.flags.writeable or not scores.flags.c_contiguous:
                 scores = np.ascontiguousarray(scores).copy()
             mask = exclude[chunk]
             rows = np.repeat(np.arange(len(chunk)), np.diff(mask.indptr))
+            # NaN check fused into passes that happen anyway: the masked entries are read
+            # here (nnz values), the rest by the top-K selection (its group maxima).
+            if np.isnan(scores[rows, mask.indices]).any():
+                _raise_nan(method, scores, chunk)
             scores[rows, mask.indices] = -np.inf
-            ranked[start : start + len(chunk)], _ = topk(scores, k)
+            try:
+                ranked[start : start + len(chunk)], _ = topk(scores, k)
+            except ValueError:
+                if np.isnan(scores).any():  # unmasked NaN: same message as a full check
+                    _raise_nan(method, scores, chunk)
+                raise
             bar.update(len(chunk))
     per_user, extra = metrics_from_ranked(ranked, relevant[users], metric_names, item_popularity)
     summary = {name: float(values.mean()) if len(values) else 0.0
@@ -123,17 +145,27 @@ def evaluate_ranking(
     )
 
 
-def _check_scores(method: RankingMethod, scores: np.ndarray, chunk: np.ndarray,
-                  n_items: int) -> None:
+def _accepts_out(method: RankingMethod) -> bool:
+    """Whether ``method.score`` takes an ``out=`` float32 buffer to write the chunk into."""
+    try:
+        params = inspect.signature(method.score).parameters
+    except (TypeError, ValueError):
+        return False
+    return "out" in params
+
+
+def _check_shape(method: RankingMethod, scores: np.ndarray, chunk: np.ndarray,
+                 n_items: int) -> None:
     if scores.shape != (len(chunk), n_items):
         raise GembenchError(
             f"method {method.name!r} returned scores of shape {scores.shape}, "
             f"expected {(len(chunk), n_items)} (rule: score() returns [users, items])"
         )
-    nan = np.isnan(scores)
-    if nan.any():
-        row, col = np.argwhere(nan)[0]
-        raise GembenchError(
-            f"method {method.name!r} returned NaN scores (first: user index {chunk[row]}, "
-            f"item index {col}) (rule: scores are finite or -inf)"
-        )
+
+
+def _raise_nan(method: RankingMethod, scores: np.ndarray, chunk: np.ndarray) -> None:
+    row, col = np.argwhere(np.isnan(scores))[0]
+    raise GembenchError(
+        f"method {method.name!r} returned NaN scores (first: user index {chunk[row]}, "
+        f"item index {col}) (rule: scores are finite or -inf)"
+    )

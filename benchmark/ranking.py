@@ -9,6 +9,9 @@ lot and the order within a tie decides which items make the cut at ``k``. Items 
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -62,32 +65,72 @@ def topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return indices, values
     width = min(k, n_items)
     step = max(1, _BLOCK_ELEMENTS // n_items)
-    for start in range(0, n, step):  # blocks of rows, not rows: bounds memory
+    grouped = n_items >= _GROUPED_MIN_RATIO * width
+
+    def one_block(start: int) -> None:  # blocks of rows, not rows: bounds memory
         block = scores[start : start + step]
-        _check_no_nan(block, start)
-        if n_items >= _GROUPED_MIN_RATIO * width:
-            idx, val = _topk_grouped(block, width)
+        if grouped:  # the group maxima propagate NaN: no separate pass to find it
+            idx, val = _topk_grouped(block, width, start)
         else:
+            _check_no_nan(block, start)
             idx, val = _topk_plain(block, width)
         indices[start : start + step, :width] = idx
         values[start : start + step, :width] = val
+
+    starts = range(0, n, step)
+    threads = _threads()
+    if threads > 1 and len(starts) > 1:
+        # numpy releases the GIL in the heavy steps (reductions, partition, take); blocks
+        # write disjoint rows, and map() re-raises the first failing block in row order.
+        for _ in _pool(threads).map(one_block, starts):
+            pass
+    else:
+        for start in starts:
+            one_block(start)
     return indices, values
+
+
+def _threads() -> int:
+    """Worker threads for row blocks: ``GEMBENCH_THREADS`` or the CPUs this process may use."""
+    env = os.environ.get("GEMBENCH_THREADS")
+    if env:
+        return max(1, int(env))
+    try:
+        return max(1, min(8, len(os.sched_getaffinity(0))))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return max(1, min(8, os.cpu_count() or 1))
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    if threads not in _POOLS:
+        _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="gembench-topk")
+    return _POOLS[threads]
 
 
 #: Use the group-maximum prefilter when a row has at least this many items per slot of k.
 _GROUPED_MIN_RATIO = 32
+#: Groups = this x sqrt(k N): gathering a candidate costs more than partitioning a group
+#: maximum, so a few more, smaller groups than the plain sqrt balance pay off.
+_GROUPS_FACTOR = 1.0
 
 
-def _check_no_nan(block: np.ndarray, offset: int) -> None:
-    # max() propagates NaN, so one contiguous reduction per row finds it without a bool copy.
-    nan_rows = np.flatnonzero(np.isnan(block.max(axis=1)))
+def _check_no_nan(block: np.ndarray, offset: int, row_max: np.ndarray | None = None) -> None:
+    # max() propagates NaN, so one contiguous reduction per row finds it without a bool copy;
+    # ``row_max`` (any per-row reduction by max, e.g. group maxima) saves that pass.
+    if row_max is None:
+        row_max = block.max(axis=1)
+    nan_rows = np.flatnonzero(np.isnan(row_max).reshape(len(block), -1).any(axis=1))
     if nan_rows.size:
         row = int(nan_rows[0])
         col = int(np.flatnonzero(np.isnan(block[row]))[0])
         raise ValueError(f"scores contain NaN (first at row {offset + row}, column {col})")
 
 
-def _topk_grouped(block: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+def _topk_grouped(block: np.ndarray, width: int, offset: int = 0
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-``width`` through the group-maximum prefilter (step 1 of :func:`topk`).
 
     Why it is exact: the ``width`` largest group maxima are ``width`` distinct entries
@@ -101,13 +144,14 @@ def _topk_grouped(block: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray
     """
     block = np.ascontiguousarray(block)
     m, n_items = block.shape
-    n_groups = max(4 * width, int(np.sqrt(width * n_items)))
+    n_groups = max(4 * width, int(_GROUPS_FACTOR * np.sqrt(width * n_items)))
     layers_full = n_items // n_groups
     main = layers_full * n_groups
     group_max = block[:, :main].reshape(m, layers_full, n_groups).max(axis=1)
     if main < n_items:  # the tail columns main.. belong to groups 0, 1, ...
         tail = n_items - main
         np.maximum(group_max[:, :tail], block[:, main:], out=group_max[:, :tail])
+    _check_no_nan(block, offset, group_max)
     cut = n_groups - width
     thr = np.partition(group_max, cut, axis=1)[:, cut]
     n_at = np.count_nonzero(group_max == thr[:, None], axis=1)

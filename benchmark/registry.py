@@ -37,8 +37,31 @@ METHODS: dict[str, MethodSpec] = {
                    "items by training interaction count"),
         MethodSpec("itemknn", "baselines.itemknn:ItemKNN", ("lora-rec", "image-rec"),
                    "item-based kNN, cosine with shrinkage"),
+        MethodSpec("userknn", "baselines.userknn:UserKNN", ("lora-rec", "image-rec"),
+                   "user-based kNN, cosine with shrinkage"),
+        MethodSpec("ease", "baselines.ease:EASE", ("lora-rec", "image-rec"),
+                   "EASE closed-form item autoencoder (items capped by max_items)"),
+        MethodSpec("als", "baselines.als:ALS", ("lora-rec", "image-rec"),
+                   "implicit-feedback ALS matrix factorisation (implicit)"),
+        MethodSpec("bpr", "baselines.bpr:BPR", ("lora-rec", "image-rec"),
+                   "BPR matrix factorisation (implicit)"),
+        MethodSpec("lmf", "baselines.lmf:LMF", ("lora-rec", "image-rec"),
+                   "logistic matrix factorisation (implicit)"),
+        MethodSpec("clip-mean", "baselines.clip_mean:ClipMean", ("lora-rec", "image-rec"),
+                   "content: mean embedding of the user's history"),
+        MethodSpec("clip-recent", "baselines.clip_recent:ClipRecent", ("lora-rec", "image-rec"),
+                   "content: recency-weighted profile"),
+        MethodSpec("clip-multi", "baselines.clip_multi:ClipMulti", ("lora-rec", "image-rec"),
+                   "content: multi-interest profile (per-user k-means)"),
+        MethodSpec("hybrid", "baselines.hybrid:Hybrid", ("lora-rec", "image-rec"),
+                   "log(1 + CF score) + beta * content score, tuned"),
         MethodSpec("oracle", "baselines.oracle:Oracle", ("lora-rec", "image-rec"),
                    "the synthetic world's true utility (synthetic data only)"),
+        # any RecBole model runs as recbole:<Model>; these four are tested (docs/recbole.md)
+        *(MethodSpec(f"recbole:{model}", "baselines.recbole_adapter:RecBoleModel",
+                     ("lora-rec", "image-rec"), f"RecBole's {model}, scored by the engine",
+                     default=False)
+          for model in ("BPR", "LightGCN", "MultVAE", "SASRec")),
     ]
 }
 
@@ -71,6 +94,10 @@ def all_methods() -> dict[str, MethodSpec]:
 def resolve_method(name: str) -> tuple[str, type[RankingMethod]]:
     """A registered name, an entry point, or ``package.module:Class`` -> (name, class)."""
     methods = all_methods()
+    if name.startswith("recbole:"):  # any RecBole model by name; torch loads only on fit
+        from baselines.recbole_adapter import for_model
+
+        return name, for_model(name.partition(":")[2])
     if name in methods:
         target = methods[name].target
     elif ":" in name:

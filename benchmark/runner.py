@@ -121,8 +121,16 @@ def run_benchmark(
     memory_budget_mb: float = 512.0,
     progress: bool = True,
     echo=print,
+    tuned_dir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """Run methods on tracks and write records (and leaderboards); returns what was done."""
+    """Run methods on tracks and write records (and leaderboards); returns what was done.
+
+    Parameters stored by ``gembench tune`` for (data set, protocol, track, method) are used
+    when they were tuned on this split (same fingerprint); ``tuned_dir`` defaults to
+    ``baselines/tuned``.
+    """
+    from benchmark.tuning import tuned_params_for
+
     ds = resolve_dataset(dataset, data_dir, seed=seed, progress=progress)
     tracks = tracks or ["lora-rec", "image-rec"]
     for name in tracks:
@@ -141,6 +149,10 @@ def run_benchmark(
         for method_name in names:
             display, cls = resolve_method(method_name)
             method = cls(seed=seed) if "seed" in _init_params(cls) else cls()
+            tuned, tuned_on = tuned_params_for(ds.name, protocol, track_name, display,
+                                               split.fingerprint, tuned_dir, warn=echo)
+            if tuned is not None:
+                method.set_params(**tuned)
             try:
                 evaluation, timing = run_method(
                     method, fit, relevant, side, track.metrics, memory_budget_mb, progress
@@ -155,9 +167,11 @@ def run_benchmark(
                          "files_sha256": split.meta["dataset"]["files_sha256"]},
                 split={"protocol": split.meta["protocol"], "fingerprint": split.fingerprint,
                        "part": "test", "fit_on": "train+valid",
-                       "interaction_kind": split.meta["tracks"][track_name]["interaction_kind"]},
+                       "interaction_kind": split.meta["tracks"][track_name]["interaction_kind"],
+                       "config": split.meta.get("params")},
                 method={"name": display, "class": f"{cls.__module__}:{cls.__qualname__}",
-                        "params": _jsonable(method.get_params()), "tuned": False},
+                        "params": _jsonable(method.get_params()),
+                        "tuned": tuned is not None, "tuned_on": tuned_on},
                 summary=evaluation.summary,
                 per_user=evaluation.per_user,
                 user_ids=list(fit.user_ids[evaluation.user_idx]),

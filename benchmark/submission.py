@@ -12,12 +12,19 @@ Rules (each violation is one :class:`SubmissionError` naming the file, the row
 6. no recommended item is one of the user's training (train + valid) items.
 
 Users of the test part that the file omits count as empty lists (all metrics 0).
+
+:func:`evaluate_submission` stops at the first broken rule; :func:`find_violations`
+(``gembench validate``) lists every broken rule with all its rows; and
+:func:`submission_record` turns a valid file into a result record (same schema
+as ``gembench run``'s) for the leaderboards.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -119,10 +126,14 @@ def validate_submission(
     return users, items, rank, (fit, relevant)
 
 
-def evaluate_submission(
+def score_submission(
     path: str | os.PathLike, split: Split, track: RankingTrack, k: int = MAX_K
-) -> dict[str, Any]:
-    """Validate and score a rankings file; returns the JSON-ready result."""
+) -> tuple[dict[str, Any], dict[str, np.ndarray], list[str], int]:
+    """Validate and score a rankings file.
+
+    Returns (JSON-ready result, per-user metric vectors, their user ids, number of
+    split users without held-out items).
+    """
     frame = read_submission(path)
     users, items, rank, (fit, relevant) = validate_submission(frame, split, track, str(path), k)
     test_users = np.flatnonzero(np.diff(relevant.indptr) > 0)
@@ -134,7 +145,7 @@ def evaluate_submission(
     per_user, extra = metrics_from_ranked(ranked, relevant[test_users], track.metrics)
     submitted = np.zeros(fit.n_users, dtype=bool)
     submitted[users] = True
-    return {
+    result = {
         "track": track.name,
         "split_fingerprint": split.fingerprint,
         "submission": str(path),
@@ -145,3 +156,195 @@ def evaluate_submission(
         "n_users_missing": int((~submitted[test_users]).sum()),
         "n_rows": int(len(frame)),
     }
+    user_ids = [str(u) for u in fit.user_ids[test_users]]
+    return result, per_user, user_ids, int(fit.n_users - len(test_users))
+
+
+def evaluate_submission(
+    path: str | os.PathLike, split: Split, track: RankingTrack, k: int = MAX_K
+) -> dict[str, Any]:
+    """Validate and score a rankings file (stops at the first error); the JSON-ready result."""
+    return score_submission(path, split, track, k)[0]
+
+
+# --------------------------------------------------------------------------- validate
+
+MAX_LISTED_ROWS = 20
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One broken rule: every offending row (1-based, header excluded) and a first example."""
+
+    rule: str
+    example: str
+    rows: tuple[int, ...]
+
+    def describe(self, limit: int = MAX_LISTED_ROWS) -> str:
+        if not self.rows:
+            return f"rule: {self.rule}\n  {self.example}"
+        shown = ", ".join(map(str, self.rows[:limit]))
+        more = f" and {len(self.rows) - limit} more" if len(self.rows) > limit else ""
+        noun = "row" if len(self.rows) == 1 else "rows"
+        return (f"rule: {self.rule} — {len(self.rows)} {noun}: {shown}{more}\n"
+                f"  e.g. row {self.rows[0]}: {self.example}")
+
+
+def find_violations(
+    frame: pd.DataFrame, split: Split, track: RankingTrack, k: int = MAX_K
+) -> list[Violation]:
+    """Every violated rule with all its rows (not just the first), in rule order.
+
+    A row is checked against a rule only when the rule can be judged (e.g. ranks
+    are checked for users whose rows all have integer ranks).
+    """
+    fit, _ = track_data(split, track.item_kind, "test")
+    found: list[Violation] = []
+
+    def add(rows: np.ndarray, rule: str, example: str) -> None:
+        if len(rows):
+            found.append(Violation(rule, example, tuple(int(r) + 1 for r in np.sort(rows))))
+
+    null = {c: frame[c].isna().to_numpy() for c in COLUMNS}
+    any_null = null["user_id"] | null["item_id"] | null["rank"]
+    bad = np.flatnonzero(any_null)
+    if len(bad):
+        col = next(c for c in COLUMNS if null[c][bad[0]])
+        add(bad, "no empty values", f"empty {col}")
+    rank = pd.to_numeric(frame["rank"], errors="coerce").to_numpy(dtype=np.float64)
+    int_rank = np.isfinite(rank) & (rank == np.round(rank))
+    bad = np.flatnonzero(~int_rank & ~null["rank"])
+    if len(bad):
+        add(bad, "rank is an integer", f"rank {frame['rank'].iloc[bad[0]]!r} is not an integer")
+    user_str = frame["user_id"].astype(str).to_numpy()
+    item_str = frame["item_id"].astype(str).to_numpy()
+    users = np.where(null["user_id"], -1, fit.user_ids.get_indexer(user_str))
+    items = np.where(null["item_id"], -1, fit.item_ids.get_indexer(item_str))
+    bad = np.flatnonzero((users < 0) & ~null["user_id"])
+    if len(bad):
+        add(bad, f"user_id is a user of the split's {track.item_kind} part",
+            f"unknown user_id {user_str[bad[0]]!r}")
+    bad = np.flatnonzero((items < 0) & ~null["item_id"])
+    if len(bad):
+        add(bad, f"item_id is in the split's {track.item_kind} catalogue",
+            f"unknown item_id {item_str[bad[0]]!r}")
+    keyed = ~(null["user_id"] | null["item_id"])
+    pairs = pd.Series(list(zip(user_str, item_str, strict=True)))
+    bad = np.flatnonzero(pairs.duplicated().to_numpy() & keyed)
+    if len(bad):
+        add(bad, "one row per (user_id, item_id)",
+            f"duplicate row for user {user_str[bad[0]]!r}, item {item_str[bad[0]]!r}")
+    known = users >= 0
+    # ranks: users whose rows all have an integer rank
+    broken_users = np.unique(users[known & ~int_rank])
+    judged = known & int_rank & ~np.isin(users, broken_users)
+    idx = np.flatnonzero(judged)
+    if len(idx):
+        u, r = users[idx], rank[idx].astype(np.int64)
+        order = np.lexsort((r, u))
+        sizes = np.bincount(u, minlength=fit.n_users)
+        present = sizes[np.unique(u)]
+        starts = np.concatenate([[0], np.cumsum(present)[:-1]])
+        expected = np.arange(len(order)) - np.repeat(starts, present) + 1
+        bad = idx[order[r[order] != expected]]
+        if len(bad):
+            first = bad.min()
+            add(bad, "each user's ranks are exactly 1, 2, ..., n",
+                f"ranks of user {user_str[first]!r} are not 1..n")
+    sizes = np.bincount(users[known], minlength=fit.n_users)
+    bad = np.flatnonzero(known & (sizes[np.maximum(users, 0)] > k))
+    if len(bad):
+        add(bad, f"at most K={k} rows per user",
+            f"user {user_str[bad[0]]!r} has {sizes[users[bad[0]]]} rows")
+    both = np.flatnonzero(known & (items >= 0))
+    if len(both):
+        leaked = both[np.asarray(fit.matrix[users[both], items[both]]).ravel() > 0]
+        if len(leaked):
+            add(leaked, "never recommend a training item",
+                f"item {item_str[leaked[0]]!r} is a training item of user "
+                f"{user_str[leaked[0]]!r}")
+    return found
+
+
+def validate_file(path: str | os.PathLike, split: Split, track: RankingTrack,
+                  k: int = MAX_K) -> dict[str, Any]:
+    """Check a rankings file against every rule; ``valid`` plus the violations found."""
+    try:
+        frame = read_submission(path)
+    except SubmissionError as e:
+        violations = [Violation(e.rule or "a readable CSV or parquet file", e.message, ())]
+        return {"file": str(path), "valid": False, "n_rows": None, "violations": violations}
+    violations = find_violations(frame, split, track, k)
+    return {"file": str(path), "valid": not violations, "n_rows": int(len(frame)),
+            "n_users": int(frame["user_id"].nunique()), "violations": violations}
+
+
+def format_validation(report: dict[str, Any], limit: int = MAX_LISTED_ROWS) -> str:
+    """The report as text: one block per violated rule, first ``limit`` rows each."""
+    if report["valid"]:
+        return (f"{report['file']}: valid ({report['n_rows']} rows, "
+                f"{report['n_users']} users)")
+    violations = report["violations"]
+    noun = "rule" if len(violations) == 1 else "rules"
+    lines = [f"{report['file']}: {len(violations)} {noun} violated"]
+    lines += [v.describe(limit) for v in violations]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- records
+
+def submission_record(
+    path: str | os.PathLike, split: Split, track: RankingTrack, name: str,
+    results_dir: str | os.PathLike, k: int = MAX_K,
+) -> tuple[dict[str, Any], dict[str, Any], Path]:
+    """Score a rankings file into a result record (same schema as ``gembench run``'s).
+
+    Refused (:class:`SubmissionError`) when a record of another method or another
+    submission already has the name, or when the split's fingerprint differs from
+    the existing table's for (data set, protocol, track). Returns (evaluation
+    result, record, path to write it to); nothing is written here.
+    """
+    from benchmark.leaderboard import table_fingerprint
+    from benchmark.results import make_record, read_record, record_path
+
+    t0 = time.perf_counter()
+    result, per_user, user_ids, n_skipped = score_submission(path, split, track, k)
+    elapsed = time.perf_counter() - t0
+    meta = split.meta
+    dataset = {"name": meta["dataset"]["name"], "path": meta["dataset"].get("path"),
+               "files_sha256": meta["dataset"]["files_sha256"]}
+    record = make_record(
+        track=track.name,
+        dataset=dataset,
+        split={"protocol": meta["protocol"], "fingerprint": split.fingerprint, "part": "test",
+               "fit_on": "train+valid",
+               "interaction_kind": meta["tracks"][track.name]["interaction_kind"]},
+        method={"name": name, "class": None, "params": {}, "tuned": False,
+                "submission": Path(path).name,
+                "submission_sha256": result["submission_sha256"]},
+        summary={m: float(v.mean()) if len(v) else 0.0 for m, v in per_user.items()},
+        per_user=per_user,
+        user_ids=user_ids,
+        counts={"n_users_evaluated": result["n_users_evaluated"],
+                "n_users_skipped": n_skipped},
+        seed=0,
+        timing={"evaluate": elapsed},
+        extra=result["list_metrics"],
+    )
+    target = record_path(results_dir, record)
+    existing = table_fingerprint(results_dir, dataset["name"], meta["protocol"], track.name)
+    if existing is not None and existing != split.fingerprint:
+        raise SubmissionError(
+            f"split fingerprint {split.fingerprint[:12]} differs from the leaderboard table's "
+            f"{existing[:12]} for ({dataset['name']}, {meta['protocol']}, {track.name}); "
+            "record refused", path=str(path),
+            rule="a record is scored on its table's split")
+    if target.exists():
+        old = read_record(target)
+        if old["method"].get("submission_sha256") != result["submission_sha256"]:
+            what = ("another submission" if old["method"].get("submission_sha256")
+                    else f"method class {old['method'].get('class')}")
+            raise SubmissionError(
+                f"a record named {name!r} already exists ({target}, {what}); record refused",
+                path=str(path), rule="a record never overwrites another method's record")
+    return result, record, target

@@ -75,6 +75,7 @@ def test_leaderboard_is_deterministic_and_refuses_other_splits(tmp_path):
     write_leaderboards(results, out)
     assert {p: p.read_bytes() for p in files} == first  # byte-identical rebuild
     md = (out / "toy" / "leave-last-out" / "lora-rec.md").read_text()
-    assert "| itemknn | – | – | – | 0.7000" in md
+    assert "| itemknn | – | – | – | **0.7000**" in md  # best: the oracle is only a reference
+    assert "| oracle | – | – | – | 1.0000 " in md
     assert "split fingerprint ffffffffffffffff" in md
     assert json.loads((out / "toy" / "leave-last-out" / "lora-rec.json").read_text())["rows"]

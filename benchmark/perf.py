@@ -1,0 +1,637 @@
+"""Performance at ImageGem scale: ``python -m benchmark.perf [--scale full] [--json OUT]``.
+
+One run measures, on the same machine and data:
+
+1. **floor** -- the unavoidable work of a d=64 factor model: the users x items product and
+   a top-50 per user, done the best plain way: the faster of torch (matmul + ``topk`` per
+   large user chunk) and faiss's exact ``IndexFlatIP`` search.
+2. **gembench** -- the engine's full evaluation of that factor model (score into a reused
+   float32 chunk, mask training items, exact top-K, Recall/NDCG/HitRate/MRR @10/20/50):
+   wall time and peak resident memory (``ru_maxrss`` of a subprocess that loads only the
+   sparse matrices and the factors, so numpy buffers count and the loading does not).
+3. **recbole** -- RecBole's own full-sort evaluation (``Trainer.evaluate``) of a BPR model
+   whose embeddings are set to the same factors, on the same split, with its best settings
+   (``eval_batch_size`` = n_items x users per batch, not one user per batch).
+4. **metrics** -- gembench's metric computation from top-K lists vs pytrec_eval on the same
+   lists (values cross-checked).
+
+Also: the scaling runs at 1/8, 1/4, 1/2 of the users and items (random subsamples; cost
+should grow with users x items, memory stay flat) and the loading time (split + sparse
+train matrix). Each timed part runs in its own subprocess (separate OpenMP runtimes, a
+clean ``ru_maxrss``). Targets are printed as figures, never asserted.
+
+The data set is a leave-last-out split of the synthetic world (``--scale full`` reads
+``--dataset``, default ``/tmp/synth-full``; ``tiny`` / ``small`` build one into the cache);
+the split and the matrices are cached under ``--cache`` (default ``/tmp/gembench-perf``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+K = 50
+DIM = 64
+METRICS = (
+    "recall@10", "recall@20", "recall@50",
+    "ndcg@10", "ndcg@20", "ndcg@50",
+    "hit@10", "hit@20", "hit@50",
+    "mrr@10", "mrr@20", "mrr@50",
+)  # fmt: skip
+FRACTIONS = (0.125, 0.25, 0.5)
+TARGETS = {"floor_ratio_max": 1.5, "recbole_speedup_min": 5.0, "peak_rss_gb_max": 3.0,
+           "metrics_speedup_min": 1.0, "load_s_max": 60.0}
+
+
+# ------------------------------------------------------------------------- the factor model
+
+
+def _rankingmethod():
+    from benchmark.protocols import RankingMethod
+
+    return RankingMethod
+
+
+class FactorModel(_rankingmethod()):  # type: ignore[misc]
+    """``score(u, i) = U[u] . V[i]``: a d-dimensional factor model with given factors."""
+
+    name = "factors"
+
+    def __init__(self, user_factors: np.ndarray, item_factors: np.ndarray):
+        self.user_factors = np.ascontiguousarray(user_factors, dtype=np.float32)
+        self.item_factors = np.ascontiguousarray(item_factors, dtype=np.float32)
+
+    def fit(self, train, side):
+        return self
+
+    def score(self, user_idx: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        return np.matmul(self.user_factors[user_idx], self.item_factors.T, out=out)
+
+
+def random_factors(n_users: int, n_items: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian factors (d=64): continuous scores, so ties have probability ~0 (tie-free)."""
+    rng = np.random.default_rng(seed)
+    scale = np.float32(1 / np.sqrt(np.sqrt(DIM)))
+    users = rng.standard_normal((n_users, DIM), dtype=np.float32) * scale
+    items = rng.standard_normal((n_items, DIM), dtype=np.float32) * scale
+    return users, items
+
+
+# ------------------------------------------------------------------------------ data
+
+
+def _rss_mb() -> float:
+    """Peak resident memory of this process, MB: ``VmHWM`` (per address space, so a child
+    started by fork + exec does not inherit its parent's peak as ``ru_maxrss`` does)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def resolve_dataset(scale: str, dataset: str | None, cache: Path):
+    from benchmark.data.store import Dataset
+
+    if scale == "full":
+        path = Path(dataset or "/tmp/synth-full")
+        if not (path / "dataset.json").is_file():
+            raise SystemExit(f"{path}: no data set; build it with "
+                             f"'gembench data synth --scale full --out {path}'")
+        return Dataset(path)
+    if dataset:
+        return Dataset(dataset)
+    from benchmark.data.synthetic import synthesize
+
+    path = cache / f"synthetic-{scale}"
+    if (path / "dataset.json").is_file():
+        return Dataset(path)
+    return synthesize(scale, path, seed=0, progress=False)
+
+
+def load_track(ds, cache: Path) -> tuple[dict[str, Any], Any, sp.csr_matrix, Any]:
+    """Split (cached), then the fit matrix (train + valid) and the test matrix, timed."""
+    from benchmark.runner import prepare_split, track_data
+    from benchmark.splits import SplitConfig
+
+    config = SplitConfig(protocol="leave-last-out", tracks=("lora-rec",))
+    t0 = time.perf_counter()
+    key = hashlib.sha256(str(ds.path.resolve()).encode()).hexdigest()[:8]
+    split_dir = cache / "splits" / ds.name
+    cached = any(split_dir.glob("leave-last-out-*/split.json"))
+    split = prepare_split(ds, config, cache, progress=False)
+    t1 = time.perf_counter()
+    fit, relevant = track_data(split, "lora", "test")
+    t2 = time.perf_counter()
+    timing = {"split_s": t1 - t0, "split_cached": bool(cached), "matrix_s": t2 - t1,
+              "total_s": t2 - t0, "n_users": fit.n_users, "n_items": fit.n_items,
+              "fit_nnz": int(fit.matrix.nnz), "test_nnz": int(relevant.nnz), "key": key}
+    return timing, fit, relevant.tocsr(), split
+
+
+def prepare_work(folder: Path, exclude: sp.csr_matrix, relevant: sp.csr_matrix,
+                 users_f: np.ndarray, items_f: np.ndarray) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    sp.save_npz(folder / "exclude.npz", exclude.tocsr(), compressed=False)
+    sp.save_npz(folder / "relevant.npz", relevant.tocsr(), compressed=False)
+    np.save(folder / "U.npy", users_f)
+    np.save(folder / "V.npy", items_f)
+    evaluated = np.flatnonzero(np.diff(relevant.indptr) > 0)
+    np.save(folder / "users.npy", evaluated)
+    return folder
+
+
+def subsample(exclude: sp.csr_matrix, relevant: sp.csr_matrix, users_f: np.ndarray,
+              items_f: np.ndarray, fraction: float, seed: int = 0):
+    """The same fraction of users and of items, drawn at random (kept in index order)."""
+    rng = np.random.default_rng(seed + int(fraction * 1000))
+    n_users, n_items = exclude.shape
+    u = np.sort(rng.choice(n_users, max(1, int(round(n_users * fraction))), replace=False))
+    i = np.sort(rng.choice(n_items, max(K + 1, int(round(n_items * fraction))), replace=False))
+    return (exclude[u][:, i].tocsr(), relevant[u][:, i].tocsr(),
+            users_f[u], items_f[i])
+
+
+# ------------------------------------------------------------------------- subprocesses
+
+
+def _child(kind: str, work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    if args.inline:  # same process: quicker (tests), but peak memory is the whole run's
+        cwd, argv = os.getcwd(), sys.argv
+        try:
+            return json.loads(json.dumps(_run_child(kind, work, args), default=float))
+        finally:
+            os.chdir(cwd)
+            sys.argv = argv
+    cmd = [sys.executable, "-m", "benchmark.perf", "--child", kind, "--work", str(work),
+           "--memory-budget-mb", str(args.memory_budget_mb),
+           "--recbole-batch-users", str(args.recbole_batch_users)]
+    out = work / f"{kind}.json"
+    if out.exists():
+        out.unlink()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path.cwd())
+    if proc.returncode != 0 or not out.exists():
+        tail = (proc.stderr or proc.stdout)[-3000:]
+        return {"error": f"child {kind} failed (rc {proc.returncode}): {tail}"}
+    return json.loads(out.read_text())
+
+
+def _load_work(work: Path):
+    exclude = sp.load_npz(work / "exclude.npz").tocsr()
+    relevant = sp.load_npz(work / "relevant.npz").tocsr()
+    return (exclude, relevant, np.load(work / "U.npy"), np.load(work / "V.npy"),
+            np.load(work / "users.npy"))
+
+
+def child_gembench(work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    from benchmark.evaluate import chunk_size, evaluate_ranking
+
+    exclude, relevant, users_f, items_f, _ = _load_work(work)
+    model = FactorModel(users_f, items_f)
+    rss_loaded = _rss_mb()
+    t0 = time.perf_counter()
+    ev = evaluate_ranking(model, exclude, relevant, METRICS,
+                          memory_budget_mb=args.memory_budget_mb, progress=False)
+    wall = time.perf_counter() - t0
+    rss = _rss_mb()
+    np.save(work / "ranked.npy", ev.ranked)
+    result = {"wall_s": wall, "peak_rss_mb": rss, "rss_after_loading_mb": rss_loaded,
+              "chunk_users": chunk_size(exclude.shape[1], args.memory_budget_mb),
+              "n_users_evaluated": ev.n_users_evaluated, "summary": ev.summary}
+    result["exactness"] = exactness_check(model, exclude, ev.user_idx, ev.ranked)
+    return result
+
+
+def exactness_check(model: FactorModel, exclude: sp.csr_matrix, users: np.ndarray,
+                    ranked: np.ndarray, sample: int = 2000) -> dict[str, Any]:
+    """The engine's top-K vs the floor's selection (torch.topk, else a stable argsort) on the
+    same scores with training items masked, for up to ``sample`` evaluated users."""
+    rng = np.random.default_rng(1)
+    pick = np.sort(rng.choice(len(users), min(sample, len(users)), replace=False))
+    chunk = users[pick]
+    scores = model.score(chunk)
+    mask = exclude[chunk]
+    rows = np.repeat(np.arange(len(chunk)), np.diff(mask.indptr))
+    scores[rows, mask.indices] = -np.inf
+    width = min(K, scores.shape[1])
+    try:
+        import torch
+
+        vals, idx = torch.topk(torch.from_numpy(scores), min(width + 1, scores.shape[1]))
+        vals, idx = vals.numpy(), idx.numpy().astype(np.int64)
+        how = "torch.topk"
+    except ImportError:
+        idx = np.argsort(-scores, axis=1, kind="stable")[:, : width + 1]
+        vals = np.take_along_axis(scores, idx, axis=1)
+        how = "numpy stable argsort"
+    tied = (idx.shape[1] > width) & (vals[:, width - 1] == vals[:, -1]) & (vals[:, -1] > -np.inf)
+    ref = np.where(vals[:, :width] > -np.inf, idx[:, :width], -1)
+    got = ranked[pick, :width]
+    equal = (ref == got).all(axis=1)
+    return {"users_checked": int(len(chunk)), "reference": how,
+            "rows_tied_at_k": int(tied.sum()),
+            "identical": bool(equal[~tied].all()), "rows_differing": int((~equal).sum())}
+
+
+def child_floor(kind: str, work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    from benchmark.evaluate import chunk_size
+
+    _, _, users_f, items_f, users = _load_work(work)
+    queries = np.ascontiguousarray(users_f[users])
+    k = min(K, items_f.shape[0])
+    if kind == "floor-faiss":
+        import faiss
+
+        t0 = time.perf_counter()
+        index = faiss.IndexFlatIP(items_f.shape[1])
+        index.add(items_f)
+        _, ids = index.search(queries, k)
+        wall = time.perf_counter() - t0
+        extra = {"threads": faiss.omp_get_max_threads()}
+    else:
+        import torch
+
+        step = max(1, chunk_size(items_f.shape[0], args.memory_budget_mb))
+        q, v = torch.from_numpy(queries), torch.from_numpy(items_f)
+        t0 = time.perf_counter()
+        for start in range(0, len(queries), step):
+            torch.topk(q[start : start + step] @ v.T, k)
+        wall = time.perf_counter() - t0
+        extra = {"threads": torch.get_num_threads(), "chunk_users": step}
+    return {"wall_s": wall, "peak_rss_mb": _rss_mb(), **extra}
+
+
+def child_metrics(work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """gembench's metrics from ranked lists vs pytrec_eval on the same lists."""
+    from benchmark.evaluate import metrics_from_ranked
+
+    _, relevant, _, _, users = _load_work(work)
+    ranked = np.load(work / "ranked.npy")
+    rel = relevant[users]
+    t0 = time.perf_counter()
+    per_user, _ = metrics_from_ranked(ranked, rel, METRICS)
+    ours = time.perf_counter() - t0
+    out: dict[str, Any] = {"gembench_s": ours, "n_users": int(len(users)), "k": K}
+    try:
+        import pytrec_eval
+    except ImportError:
+        out["reference"] = None
+        return out
+    t0 = time.perf_counter()
+    qrels: dict[str, dict[str, int]] = {}
+    for u in range(rel.shape[0]):
+        items = rel.indices[rel.indptr[u] : rel.indptr[u + 1]]
+        qrels[str(u)] = {str(i): 1 for i in items}
+    scores = [float(K - j) for j in range(ranked.shape[1])]
+    run = {str(u): {str(i): s for i, s in zip(row.tolist(), scores, strict=True) if i >= 0}
+           for u, row in enumerate(ranked)}
+    t1 = time.perf_counter()
+    measures = {"recall.10,20,50", "ndcg_cut.10,20,50", "success.10,20,50", "recip_rank"}
+    evaluator = pytrec_eval.RelevanceEvaluator(qrels, measures)
+    res = evaluator.evaluate(run)
+    t2 = time.perf_counter()
+    keys = [str(u) for u in range(rel.shape[0])]
+    diff = 0.0
+    for ours_name, theirs in (("recall@10", "recall_10"), ("recall@50", "recall_50"),
+                              ("ndcg@10", "ndcg_cut_10"), ("ndcg@50", "ndcg_cut_50"),
+                              ("hit@20", "success_20"), ("mrr@50", "recip_rank")):
+        ref = np.array([res[q][theirs] if q in res else 0.0 for q in keys])
+        diff = max(diff, float(np.abs(ref - per_user[ours_name]).max()))
+    out.update(reference="pytrec_eval " + getattr(pytrec_eval, "__version__", "?"),
+               reference_evaluate_s=t2 - t1, reference_with_inputs_s=t2 - t0,
+               max_abs_diff=diff)
+    return out
+
+
+def child_recbole(work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """RecBole's full-sort Trainer.evaluate of a BPR whose embeddings are our factors."""
+    import logging
+    import warnings
+
+    import baselines.recbole_compat  # noqa: F401  (numpy-2 shim, before RecBole)
+
+    # isort: split
+    import torch
+    from recbole.config import Config
+    from recbole.data import create_dataset, data_preparation
+    from recbole.model.general_recommender import BPR
+    from recbole.trainer import Trainer
+
+    warnings.simplefilter("ignore")
+    logging.getLogger().setLevel(logging.ERROR)
+    rb = work / "recbole"
+    users_f, items_f = np.load(work / "U.npy"), np.load(work / "V.npy")
+    n_items = items_f.shape[0]
+    sys.argv = sys.argv[:1]  # RecBole's Config reads --key=value from the command line
+    os.chdir(rb)
+    t0 = time.perf_counter()
+    config = Config(model="BPR", dataset="gb", config_dict={
+        "data_path": str(rb), "checkpoint_dir": str(rb / "saved"),
+        "benchmark_filename": ["train", "valid", "test"],
+        "USER_ID_FIELD": "user_id", "ITEM_ID_FIELD": "item_id", "TIME_FIELD": "timestamp",
+        "load_col": {"inter": ["user_id", "item_id", "timestamp"], "item": ["item_id"]},
+        "eval_args": {"mode": "full", "order": "TO", "group_by": "user"},
+        "metrics": ["Recall", "NDCG", "Hit", "MRR"], "topk": [10, 20, 50],
+        "valid_metric": "NDCG@10", "embedding_size": DIM, "metric_decimal_place": 12,
+        "eval_batch_size": (n_items + 1) * args.recbole_batch_users,
+        "gpu_id": "", "use_gpu": False, "show_progress": False, "log_wandb": False,
+        "seed": 0, "reproducibility": True, "save_dataset": False, "save_dataloaders": False,
+        "user_inter_num_interval": None, "item_inter_num_interval": None,
+    })
+    dataset = create_dataset(config)
+    _, _, test_data = data_preparation(config, dataset)
+    model = BPR(config, test_data._dataset)
+    # RecBole's internal ids -> our tokens (dense indices); row 0 is its padding id
+    user_tok = dataset.field2id_token["user_id"]
+    item_tok = dataset.field2id_token["item_id"]
+    with torch.no_grad():
+        u_rows = np.zeros((len(user_tok), DIM), np.float32)
+        u_rows[1:] = users_f[user_tok[1:].astype(np.int64)]
+        i_rows = np.zeros((len(item_tok), DIM), np.float32)
+        i_rows[1:] = items_f[item_tok[1:].astype(np.int64)]
+        model.user_embedding.weight.copy_(torch.from_numpy(u_rows))
+        model.item_embedding.weight.copy_(torch.from_numpy(i_rows))
+    trainer = Trainer(config, model)
+    setup = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    result = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
+    wall = time.perf_counter() - t0
+    return {"wall_s": wall, "setup_s": setup, "peak_rss_mb": _rss_mb(),
+            "users_per_batch": args.recbole_batch_users,
+            "eval_batch_size": config["eval_batch_size"], "n_items_recbole": len(item_tok) - 1,
+            "torch_threads": torch.get_num_threads(),
+            "summary": {k.replace("hit", "hit"): float(v) for k, v in dict(result).items()}}
+
+
+def write_recbole_files(folder: Path, split, fit) -> None:
+    """The split as RecBole atomic files (tokens = gembench's dense indices)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for part in ("train", "valid", "test"):
+        frame = split.part(part, "lora")
+        u = fit.user_ids.get_indexer(frame["user_id"].astype(str).to_numpy())
+        i = fit.item_ids.get_indexer(frame["item_id"].astype(str).to_numpy())
+        ts = frame["timestamp"].to_numpy().astype("datetime64[s]").astype(np.int64)
+        import pandas as pd
+
+        pd.DataFrame({"user_id:token": u, "item_id:token": i, "timestamp:float": ts}).to_csv(
+            folder / f"gb.{part}.inter", sep="\t", index=False)
+    (folder / "gb.item").write_text("item_id:token\n" + "".join(f"{i}\n"
+                                                                for i in range(fit.n_items)))
+
+
+# ------------------------------------------------------------------------------ driver
+
+
+def _uptime() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # pragma: no cover
+        return []
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("numpy", "scipy", "torch", "faiss-cpu", "recbole", "pytrec-eval-terrier",
+                 "pytrec_eval"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def run(args: argparse.Namespace, echo=print) -> dict[str, Any]:
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {"scale": args.scale, "k": K, "dim": DIM, "metrics": list(METRICS),
+                              "memory_budget_mb": args.memory_budget_mb,
+                              "load_average_start": _uptime(), "cpus": os.cpu_count(),
+                              "versions": _versions(), "targets": TARGETS}
+    ds = resolve_dataset(args.scale, args.dataset, cache)
+    echo(f"data set {ds.path} (load average {report['load_average_start']})")
+    load, fit, relevant, split = load_track(ds, cache)
+    report["dataset"] = str(ds.path)
+    report["load"] = {k: v for k, v in load.items() if k != "key"}
+    echo(f"loading: split {load['split_s']:.1f}s ({'cached' if load['split_cached'] else 'built'})"
+         f", sparse train matrix {load['matrix_s']:.1f}s -> {load['total_s']:.1f}s "
+         f"({load['n_users']} users x {load['n_items']} items, {load['fit_nnz']} train nnz)")
+    users_f, items_f = random_factors(fit.n_users, fit.n_items, seed=args.seed)
+    base = cache / "work" / f"{ds.name}-{load['key']}"
+    fractions = [1.0] + ([] if args.no_scaling else list(FRACTIONS))
+    works = {}
+    for frac in fractions:
+        parts = ((fit.matrix, relevant, users_f, items_f) if frac == 1.0 else
+                 subsample(fit.matrix, relevant, users_f, items_f, frac, args.seed))
+        works[frac] = prepare_work(base / f"frac-{frac:g}", *parts)
+    full = works[1.0]
+    if not args.no_recbole:
+        write_recbole_files(full / "recbole" / "gb", split, fit)
+    del split
+
+    rows = []
+    for frac in sorted(fractions):
+        work = works[frac]
+        entry: dict[str, Any] = {"fraction": frac}
+        n_u = int(np.load(work / "users.npy").size)
+        n_i = int(np.load(work / "V.npy", mmap_mode="r").shape[0])
+        entry.update(users=n_u, items=n_i, cells=n_u * n_i)
+        for kind in ("floor-torch", "floor-faiss", "gembench"):
+            entry[kind] = _child(kind, work, args)
+            res = entry[kind]
+            echo(f"  1/{1 / frac:g} {kind:12s} " + (f"{res['wall_s']:7.2f}s  "
+                 f"peak RSS {res['peak_rss_mb']:7.0f} MB" if "error" not in res
+                 else res["error"][-400:]))
+        floors = {k: entry[k]["wall_s"] for k in ("floor-torch", "floor-faiss")
+                  if "wall_s" in entry[k]}
+        if floors:
+            entry["floor_s"] = min(floors.values())
+            entry["floor_method"] = min(floors, key=floors.get)
+        rows.append(entry)
+    report["runs"] = rows
+    main = rows[-1]
+    report["gembench"] = main["gembench"]
+    report["floor"] = {"wall_s": main.get("floor_s"), "method": main.get("floor_method"),
+                       "torch": main["floor-torch"], "faiss": main["floor-faiss"]}
+    if not args.no_recbole:
+        report["recbole"] = _child("recbole", full, args)
+        echo(f"  recbole      {report['recbole'].get('wall_s', float('nan')):7.2f}s")
+    report["metrics_only"] = _child("metrics", full, args)
+    report["load_average_end"] = _uptime()
+    report["comparison"] = _compare(report)
+    return report
+
+
+def _compare(report: dict[str, Any]) -> dict[str, Any]:
+    g = report["gembench"]
+    out: dict[str, Any] = {}
+    if "wall_s" in g and report["floor"]["wall_s"]:
+        out["gembench_over_floor"] = g["wall_s"] / report["floor"]["wall_s"]
+        out["floor_target_met"] = out["gembench_over_floor"] <= TARGETS["floor_ratio_max"]
+    if "wall_s" in g:
+        out["peak_rss_gb"] = g["peak_rss_mb"] / 1024
+        out["memory_target_met"] = out["peak_rss_gb"] < TARGETS["peak_rss_gb_max"]
+    rb = report.get("recbole", {})
+    if "wall_s" in rb and "wall_s" in g:
+        out["recbole_over_gembench"] = rb["wall_s"] / g["wall_s"]
+        out["recbole_target_met"] = out["recbole_over_gembench"] >= TARGETS["recbole_speedup_min"]
+        ours, theirs = g.get("summary", {}), rb.get("summary", {})
+        pairs = [(f"{m}@{k}", f"{r}@{k}") for m, r in (("recall", "recall"), ("ndcg", "ndcg"),
+                 ("hit", "hit"), ("mrr", "mrr")) for k in (10, 20, 50)]
+        diffs = [abs(ours[a] - theirs[b]) for a, b in pairs if a in ours and b in theirs]
+        out["recbole_max_metric_diff"] = max(diffs) if diffs else None
+    m = report.get("metrics_only", {})
+    if m.get("reference_evaluate_s"):
+        out["metrics_speedup_vs_reference"] = m["reference_evaluate_s"] / m["gembench_s"]
+        out["metrics_target_met"] = out["metrics_speedup_vs_reference"] >= 1.0
+    out["load_target_met"] = report["load"]["total_s"] < TARGETS["load_s_max"]
+    runs = [r for r in report["runs"] if "wall_s" in r["gembench"]]
+    if runs:
+        first = runs[0]
+        out["scaling"] = [
+            {"fraction": r["fraction"], "cells_ratio": r["cells"] / first["cells"],
+             "gembench_time_ratio": r["gembench"]["wall_s"] / first["gembench"]["wall_s"],
+             "floor_time_ratio": (r.get("floor_s") or 0) / (first.get("floor_s") or 1),
+             "peak_rss_mb": r["gembench"]["peak_rss_mb"]}
+            for r in runs
+        ]
+    return out
+
+
+def format_table(report: dict[str, Any]) -> str:
+    c = report["comparison"]
+    g, f = report["gembench"], report["floor"]
+    lines = [
+        f"gembench perf -- scale {report['scale']}, k={report['k']}, d={report['dim']}, "
+        f"memory budget {report['memory_budget_mb']:g} MB, load average "
+        f"{report['load_average_start']} -> {report.get('load_average_end')}",
+        "",
+        "| measurement | wall s | peak RSS MB | note |",
+        "| --- | ---: | ---: | --- |",
+    ]
+
+    def row(name, res, note=""):
+        if "wall_s" in res:
+            lines.append(f"| {name} | {res['wall_s']:.2f} | {res.get('peak_rss_mb', 0):.0f} | "
+                         f"{note} |")
+        else:
+            lines.append(f"| {name} | - | - | {res.get('error', 'not run')[:120]!r} |")
+
+    row("floor: torch matmul + topk", f["torch"], f"chunks of {f['torch'].get('chunk_users')}")
+    row("floor: faiss IndexFlatIP", f["faiss"], f"{f['faiss'].get('threads')} threads")
+    row("gembench full evaluation", g,
+        f"chunks of {g.get('chunk_users')} users; exact vs floor selection: "
+        f"{g.get('exactness', {}).get('identical')}")
+    if "recbole" in report:
+        rb = report["recbole"]
+        row("RecBole Trainer.evaluate (full sort)", rb,
+            f"{rb.get('users_per_batch')} users/batch; setup {rb.get('setup_s', 0):.1f}s")
+    m = report["metrics_only"]
+    lines.append(f"| metrics only: gembench | {m.get('gembench_s', float('nan')):.3f} | | "
+                 f"{m.get('n_users')} users x {m.get('k')} |")
+    if m.get("reference"):
+        lines.append(f"| metrics only: {m['reference']} evaluate() | "
+                     f"{m['reference_evaluate_s']:.3f} | | with building its dicts: "
+                     f"{m['reference_with_inputs_s']:.2f}s; max |diff| {m['max_abs_diff']:.1e} |")
+    ld = report["load"]
+    lines.append(f"| loading: split ({'cached' if ld['split_cached'] else 'built'}) + "
+                 f"sparse train matrix | {ld['total_s']:.2f} | | split {ld['split_s']:.1f}s, "
+                 f"matrix {ld['matrix_s']:.1f}s |")
+    lines += ["", "| target | figure | met |", "| --- | --- | --- |"]
+
+    def target(name, key, fmt, met_key):
+        if key in c:
+            lines.append(f"| {name} | {fmt.format(c[key])} | {c.get(met_key)} |")
+
+    target("gembench / floor <= 1.5", "gembench_over_floor", "{:.2f}x", "floor_target_met")
+    target("RecBole / gembench >= 5", "recbole_over_gembench", "{:.1f}x", "recbole_target_met")
+    target("peak RSS < 3 GB", "peak_rss_gb", "{:.2f} GB", "memory_target_met")
+    target("metrics: reference / gembench >= 1", "metrics_speedup_vs_reference", "{:.1f}x",
+           "metrics_target_met")
+    lines.append(f"| loading < 60 s | {ld['total_s']:.1f} s | {c.get('load_target_met')} |")
+    if c.get("recbole_max_metric_diff") is not None:
+        lines.append(f"\nRecBole vs gembench metric values: max |diff| "
+                     f"{c['recbole_max_metric_diff']:.2e}")
+    if c.get("scaling"):
+        lines += ["", "scaling (relative to the smallest run):", "",
+                  "| users x items | cells ratio | gembench time ratio | floor time ratio | "
+                  "gembench s | floor s | peak RSS MB |", "| --- | ---: | ---: | ---: | ---: | "
+                  "---: | ---: |"]
+        for s, r in zip(c["scaling"], [r for r in report["runs"] if "wall_s" in r["gembench"]],
+                        strict=True):
+            lines.append(f"| {r['users']} x {r['items']} (1/{1 / r['fraction']:g}) | "
+                         f"{s['cells_ratio']:.1f} | {s['gembench_time_ratio']:.1f} | "
+                         f"{s['floor_time_ratio']:.1f} | {r['gembench']['wall_s']:.2f} | "
+                         f"{r.get('floor_s', float('nan')):.2f} | {s['peak_rss_mb']:.0f} |")
+    return "\n".join(lines)
+
+
+def _run_child(kind: str, work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    if kind == "gembench":
+        return child_gembench(work, args)
+    if kind.startswith("floor"):
+        return child_floor(kind, work, args)
+    if kind == "metrics":
+        return child_metrics(work, args)
+    if kind == "recbole":
+        return child_recbole(work, args)
+    raise SystemExit(f"unknown child {kind!r}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmark.perf", description=__doc__.split("\n")[0])
+    p.add_argument("--scale", default="full", choices=["full", "small", "tiny"],
+                   help="full: --dataset (default /tmp/synth-full); small/tiny: synthesised")
+    p.add_argument("--dataset", default=None, help="data set folder (overrides the scale's)")
+    p.add_argument("--json", default=None, help="write the report as JSON here")
+    p.add_argument("--memory-budget-mb", type=float, default=2048.0,
+                   help="the engine's memory budget (sizes its user chunks)")
+    p.add_argument("--cache", default="/tmp/gembench-perf", help="split and matrix cache")
+    p.add_argument("--no-recbole", action="store_true", help="skip the RecBole measurement")
+    p.add_argument("--no-scaling", action="store_true", help="skip the 1/8, 1/4, 1/2 runs")
+    p.add_argument("--recbole-batch-users", type=int, default=512,
+                   help="users per RecBole full-sort batch (eval_batch_size / n_items)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--inline", action="store_true",
+                   help="measure in this process, not in subprocesses (quick; peak memory "
+                        "is then the whole run's)")
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--work", default=None, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        work = Path(args.work)
+        result = _run_child(args.child, work, args)
+        (work / f"{args.child}.json").write_text(json.dumps(result, indent=2, default=float))
+        return 0
+    report = run(args, echo=lambda line: print(line, flush=True))
+    table = format_table(report)
+    report["table"] = table
+    print(table)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2, default=float) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""Fair hyper-parameter tuning: seeded random search on the validation part only.
+
+Why: a baseline run with its defaults against a tuned new method is not a fair
+comparison. Every method with a declared ``search_space`` gets the same
+treatment: ``budget`` trials, each fitted on the split's TRAIN part and scored
+on its VALID part with the train items masked (``track_data(split, kind,
+"valid")``); the test part's interactions are never read (its user ids only
+enter the shared user index). The first trial is always the defaults, the rest
+are drawn without replacement from the grid with ``numpy.random.default_rng(seed)``;
+the best trial by ``metric`` wins (ties: the earlier trial).
+
+The chosen parameters are stored in ``baselines/tuned/<dataset>.json`` under
+``[protocol][track][method]`` with the metric, its validation value, the budget,
+the trials and the split fingerprint tuned on. :func:`benchmark.runner.run_benchmark`
+uses them only when that fingerprint equals the current split's.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmark.data.store import atomic_write_text
+
+log = logging.getLogger("gembench")
+
+#: where tuned parameters ship: one JSON file per data set name
+TUNED_DIR = Path(__file__).resolve().parents[1] / "baselines" / "tuned"
+
+#: search spaces of registered methods whose class declares none (kept here, not in their file)
+EXTRA_SPACES: dict[str, tuple[dict[str, list[Any]], int]] = {
+    "itemknn": ({"k": [10, 25, 50, 100, 200, 400], "shrink": [0.0, 1.0, 5.0, 10.0, 50.0]}, 8),
+}
+
+
+def search_space(name: str, cls: type) -> tuple[dict[str, list[Any]], int]:
+    """(space, default budget) of a method: the class's ``search_space`` or ``EXTRA_SPACES``."""
+    space = getattr(cls, "search_space", None)
+    if space:
+        return dict(space), int(getattr(cls, "default_budget", 8))
+    if name in EXTRA_SPACES:
+        return EXTRA_SPACES[name]
+    raise KeyError(f"method {name!r} declares no search_space: nothing to tune")
+
+
+def sample_configs(space: dict[str, list[Any]], defaults: dict[str, Any], budget: int,
+                   seed: int) -> list[dict[str, Any]]:
+    """``budget`` distinct configurations: the defaults first, then a seeded random draw."""
+    keys = sorted(space)
+    grid = [dict(zip(keys, values, strict=True))
+            for values in itertools.product(*(space[k] for k in keys))]
+    first = {k: defaults.get(k, space[k][0]) for k in keys}
+    rest = [c for c in grid if c != first]
+    order = np.random.default_rng(seed).permutation(len(rest))
+    return [first, *(rest[i] for i in order[: max(budget - 1, 0)])][:max(budget, 1)]
+
+
+def tuned_path(dataset_name: str, tuned_dir: str | os.PathLike | None = None) -> Path:
+    return Path(tuned_dir or TUNED_DIR) / f"{dataset_name}.json"
+
+
+def load_tuned(dataset_name: str, protocol: str, track: str, method: str,
+               tuned_dir: str | os.PathLike | None = None) -> dict[str, Any] | None:
+    """The stored entry for (dataset, protocol, track, method), or None."""
+    path = tuned_path(dataset_name, tuned_dir)
+    if not path.is_file():
+        return None
+    table = json.loads(path.read_text(encoding="utf-8"))
+    return table.get(protocol, {}).get(track, {}).get(method)
+
+
+def store_tuned(dataset_name: str, protocol: str, track: str, method: str,
+                entry: dict[str, Any], tuned_dir: str | os.PathLike | None = None) -> Path:
+    """Merge one entry into the data set's JSON file (atomic write, sorted keys)."""
+    path = tuned_path(dataset_name, tuned_dir)
+    table = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    table.setdefault(protocol, {}).setdefault(track, {})[method] = entry
+    atomic_write_text(path, json.dumps(table, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def tune(
+    track: str,
+    method: str,
+    budget: int | None = None,
+    dataset: str | os.PathLike = "synthetic-small",
+    metric: str = "ndcg@10",
+    seed: int = 0,
+    protocol: str = "leave-last-out",
+    data_dir: str | os.PathLike = "data",
+    tuned_dir: str | os.PathLike | None = None,
+    memory_budget_mb: float = 512.0,
+    progress: bool = True,
+    echo=print,
+) -> dict[str, Any]:
+    """Random-search ``method`` on ``track``'s validation part; store and return the entry."""
+    from benchmark.metrics import parse_metric
+    from benchmark.protocols import SideInfo
+    from benchmark.registry import resolve_method
+    from benchmark.runner import prepare_split, resolve_dataset, run_method, track_data
+    from benchmark.splits import SplitConfig
+    from benchmark.tasks import get_track
+
+    parse_metric(metric)  # a bad name fails before any fitting
+    spec = get_track(track)
+    # same split config as `gembench run` with its default tracks, so fingerprints match
+    ds = resolve_dataset(dataset, data_dir, seed=seed, progress=progress)
+    split = prepare_split(ds, SplitConfig(protocol=protocol, tracks=("lora-rec", "image-rec"),
+                                          seed=seed), data_dir, progress=progress)
+    display, cls = resolve_method(method)
+    space, default_budget = search_space(display, cls)
+    budget = int(budget or default_budget)
+    fit, relevant = track_data(split, spec.item_kind, "valid")  # train -> valid, never test
+    side = SideInfo(dataset=ds, item_kind=spec.item_kind, seed=seed)
+    metrics = tuple(dict.fromkeys((metric, *spec.metrics)))
+    defaults = _new(cls, seed).get_params()
+    trials = []
+    for i, params in enumerate(sample_configs(space, defaults, budget, seed)):
+        model = _new(cls, seed).set_params(**params)
+        evaluation, timing = run_method(model, fit, relevant, side, metrics, memory_budget_mb,
+                                        progress=False)
+        value = float(evaluation.summary[metric])
+        trials.append({"params": params, "value": value, "fit_s": round(timing["fit"], 2),
+                       "evaluate_s": round(timing["evaluate"], 2)})
+        echo(f"{track} {display} trial {i + 1}/{budget} {metric}={value:.4f} {params}")
+    best = max(range(len(trials)), key=lambda i: (trials[i]["value"], -i))
+    entry = {
+        "params": trials[best]["params"],
+        "metric": metric,
+        "value": trials[best]["value"],
+        "default_value": trials[0]["value"],
+        "budget": budget,
+        "n_trials": len(trials),
+        "seed": seed,
+        "part": "valid",
+        "fit_on": "train",
+        "split_fingerprint": split.fingerprint,
+        "search_space": space,
+        "trials": trials,
+    }
+    path = store_tuned(ds.name, protocol, track, display, entry, tuned_dir)
+    echo(f"{track} {display}: best {metric}={entry['value']:.4f} {entry['params']} "
+         f"(defaults {entry['default_value']:.4f}) -> {path}")
+    return {**entry, "path": str(path), "dataset": ds.name, "protocol": protocol,
+            "track": track, "method": display}
+
+
+def tuned_params_for(dataset_name: str, protocol: str, track: str, method: str,
+                     fingerprint: str, tuned_dir: str | os.PathLike | None = None,
+                     warn=None) -> tuple[dict[str, Any] | None, str | None]:
+    """(params, tuned_on) to use in a run, or (None, None) when none fit this split.
+
+    Parameters tuned on a different split (other fingerprint) are ignored with a warning:
+    they were chosen on other validation data.
+    """
+    entry = load_tuned(dataset_name, protocol, track, method, tuned_dir)
+    if entry is None:
+        return None, None
+    if entry.get("split_fingerprint") != fingerprint:
+        msg = (f"tuned parameters of {method} on {track} were tuned on split "
+               f"{str(entry.get('split_fingerprint'))[:16]}, not this split "
+               f"{fingerprint[:16]}: using the defaults")
+        log.warning(msg)
+        if warn is not None:
+            warn(f"warning: {msg}")
+        return None, None
+    return dict(entry["params"]), str(entry["split_fingerprint"])
+
+
+def _new(cls: type, seed: int) -> Any:
+    import inspect
+
+    return cls(seed=seed) if "seed" in inspect.signature(cls.__init__).parameters else cls()
