@@ -100,6 +100,10 @@ class RecBoleModel(RankingMethod):
     """A RecBole model by name (``recbole:BPR``, ``recbole:LightGCN``, ``recbole:SASRec``...)."""
 
     name = "recbole"
+    #: tuned on the validation part like every baseline (`gembench tune`); small because each
+    #: trial trains a torch model on 2 CPU cores
+    search_space = {"epochs": [10, 20, 40], "learning_rate": [1e-3, 3e-3, 1e-2]}
+    default_budget = 4
 
     def __init__(
         self,

@@ -137,7 +137,7 @@ def run_benchmark(
         get_track(name)
     config = SplitConfig(protocol=protocol, tracks=tuple(tracks), seed=seed)
     split = prepare_split(ds, config, data_dir, progress=progress)
-    names = methods or [n for n, spec in METHODS.items() if spec.default]
+    chosen = methods
     written, skipped = [], []
     for track_name in tracks:
         track = get_track(track_name)
@@ -146,6 +146,7 @@ def run_benchmark(
             continue
         fit, relevant = track_data(split, track.item_kind, "test")
         side = SideInfo(dataset=ds, item_kind=track.item_kind, seed=seed)
+        names = chosen or [n for n, spec in METHODS.items() if spec.runs_by_default(track_name)]
         for method_name in names:
             display, cls = resolve_method(method_name)
             method = cls(seed=seed) if "seed" in _init_params(cls) else cls()
