@@ -103,6 +103,14 @@ def build_tables(results_dir: str | os.PathLike, test: str = TEST
 REFERENCE_METHODS = frozenset({"oracle"})
 
 
+def _reference_note(table: dict[str, Any]) -> str:
+    shown = sorted({r["method"] for r in table["rows"]} & REFERENCE_METHODS)
+    if not shown:
+        return ""
+    return (_latex_escape(", ".join(shown)) + " (the synthetic truth) is a reference ceiling, "
+            "left out of the comparison. ")
+
+
 def _add_significance(rows: list[dict[str, Any]], vectors: dict[str, dict[str, list]],
                       test: str) -> None:
     """Fill ``row["significance"][metric]`` for every ranked metric all rows have."""
@@ -212,7 +220,7 @@ def to_latex(table: dict[str, Any], metrics: list[str] | tuple[str, ...],
             + f" ({table['interval_method']}). "
         ).replace("±", r"$\pm$") + r"Bold: best; \dag: not significantly different from the best ("
         + _latex_escape(table.get("significance_test", significance_note())) + "). "
-        + _latex_escape(provenance(table)) + "}",
+        + _reference_note(table) + _latex_escape(provenance(table)) + "}",
         r"\label{tab:" + f"{table['dataset']}-{table['protocol']}-{table['track']}" + "}",
         r"\begin{tabular}{l" + "r" * len(metrics) + "}",
         r"\toprule",

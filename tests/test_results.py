@@ -79,3 +79,13 @@ def test_leaderboard_is_deterministic_and_refuses_other_splits(tmp_path):
     assert "| oracle | – | – | – | 1.0000 " in md
     assert "split fingerprint ffffffffffffffff" in md
     assert json.loads((out / "toy" / "leave-last-out" / "lora-rec.json").read_text())["rows"]
+
+
+def test_latex_caption_names_the_reference_row(tmp_path):
+    from benchmark.leaderboard import build_tables, to_latex
+
+    for rec in (record("popularity", [0.2, 0.4]), record("oracle", [1.0, 1.0])):
+        write_record(rec, record_path(tmp_path, rec))
+    latex = to_latex(build_tables(tmp_path)[0][0], ["ndcg@10"])
+    assert "oracle (the synthetic truth) is a reference ceiling" in latex
+    assert r"popularity & \textbf{0.3000}" in latex  # best among the compared methods
