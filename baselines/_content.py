@@ -33,5 +33,15 @@ def _is_identity(rows: np.ndarray) -> bool:
     return bool(len(rows) and rows[0] == 0 and np.array_equal(rows, np.arange(len(rows))))
 
 
+def positions_from_end(train: InteractionData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each row of ``train.frame`` (sorted by user, then time): its user, how many of the
+    user's rows come after it (0 = the latest), and each user's row count."""
+    users = train.frame["user_idx"].to_numpy()
+    sizes = np.bincount(users, minlength=train.n_users)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    position = np.arange(len(users)) - np.repeat(starts, sizes)
+    return users, sizes[users] - position - 1, sizes
+
+
 def normalise_rows(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)

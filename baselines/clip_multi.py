@@ -12,24 +12,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from baselines._content import item_embeddings, normalise_rows
+from baselines._content import item_embeddings, normalise_rows, positions_from_end
 from benchmark.protocols import InteractionData, RankingMethod, SideInfo
 
 
 def recent_history(train: InteractionData, max_history: int) -> tuple[np.ndarray, np.ndarray]:
     """[n_users, L] item indices of each user's latest items (-1 padded) and their counts."""
-    frame = train.frame  # sorted by user, then time
-    users = frame["user_idx"].to_numpy()
-    sizes = np.bincount(users, minlength=train.n_users)
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    position = np.arange(len(frame)) - np.repeat(starts, sizes)
-    from_end = sizes[users] - position - 1
+    users, from_end, sizes = positions_from_end(train)
     keep = from_end < max_history
     counts = np.minimum(sizes, max_history)
     width = max(1, int(counts.max(initial=0)))
     slot = (np.minimum(sizes[users], max_history) - 1 - from_end)[keep]
     history = np.full((train.n_users, width), -1, dtype=np.int64)
-    history[users[keep], slot] = frame["item_idx"].to_numpy()[keep]
+    history[users[keep], slot] = train.frame["item_idx"].to_numpy()[keep]
     return history, counts
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from baselines._content import item_embeddings, normalise_rows
+from baselines._content import item_embeddings, normalise_rows, positions_from_end
 from benchmark.protocols import InteractionData, RankingMethod, SideInfo
 
 
@@ -24,14 +24,9 @@ class ClipRecent(RankingMethod):
 
     def fit(self, train: InteractionData, side: SideInfo) -> ClipRecent:
         self.item_emb_, self.encoder_ = item_embeddings(train, side, self.encoder)
-        frame = train.frame  # sorted by user, then time
-        users = frame["user_idx"].to_numpy()
-        sizes = np.bincount(users, minlength=train.n_users)
-        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        position = np.arange(len(frame)) - np.repeat(starts, sizes)
-        from_end = sizes[users] - position - 1
+        users, from_end, _ = positions_from_end(train)
         weights = np.exp2(-from_end / float(self.half_life)).astype(np.float32)
-        weighted = sp.csr_matrix((weights, (users, frame["item_idx"].to_numpy())),
+        weighted = sp.csr_matrix((weights, (users, train.frame["item_idx"].to_numpy())),
                                  shape=(train.n_users, train.n_items))
         self.profile_ = normalise_rows(np.asarray(weighted @ self.item_emb_, dtype=np.float32))
         return self
