@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 from benchmark import __version__
 from benchmark.data.store import Dataset
 from benchmark.errors import DataError
+from benchmark.progress import progress_bar
 from benchmark.tasks import TRACKS, get_track
 
 PROTOCOLS = ("leave-last-out", "temporal", "random", "cold-start")
@@ -197,12 +198,22 @@ def make_split(dataset: Dataset, config: SplitConfig | None = None, progress: bo
                ) -> Split:
     """Split each track's interactions of ``dataset`` per ``config``."""
     config = config or SplitConfig()
+    with progress_bar(total=len(config.tracks) + 2, desc=f"split ({config.protocol})",
+                      unit="step", enabled=progress) as bar:
+        return _make_split(dataset, config, bar)
+
+
+def _make_split(dataset: Dataset, config: SplitConfig, bar) -> Split:
+    bar.set_postfix_str("reading interactions")
     interactions = dataset.table(
         "interactions", ["user_id", "item_id", "item_kind", "kind", "timestamp"]
     )
+    bar.update(1)
     parts: dict[str, list[pd.DataFrame]] = {p: [] for p in PARTS}
     catalogue, per_track = [], {}
     for track_name in config.tracks:
+        bar.set_postfix_str(track_name)
+        bar.update(1)
         track = TRACKS[track_name]
         rows, kind = track.select(interactions)
         items = dataset.ids(track.item_kind)
@@ -239,7 +250,9 @@ def make_split(dataset: Dataset, config: SplitConfig | None = None, progress: bo
         "fingerprint_rule": "sha256 of sorted lines part\\titem_kind\\tuser_id\\titem_id\\t"
                             "unix_seconds\\n over train, valid, test",
     }
+    bar.set_postfix_str("fingerprint")
     split.meta["fingerprint"] = fingerprint(split)
+    bar.update(1)
     return split
 
 
