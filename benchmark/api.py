@@ -161,6 +161,14 @@ def leaderboard(results_dir: str | os.PathLike = "results",
     return {"files": [], "tables": chosen, "notes": notes, "text": text}
 
 
+def embed(encoder: Any, out: str | os.PathLike, **kwargs: Any) -> dict[str, Any]:
+    """``gembench embed``: image / text embeddings into a resumable embedding store
+    (see :func:`benchmark.embed.embed` for the arguments)."""
+    from benchmark.embed import embed as _embed
+
+    return _embed(encoder, out, **kwargs)
+
+
 def registered() -> dict[str, dict[str, str]]:
     """``gembench list``: registered data sets, sources, tracks and methods."""
     from benchmark.registry import DATASETS, SOURCES, all_methods

@@ -320,6 +320,46 @@ def leaderboard(
     _guard(body)
 
 
+@app.command()
+def embed(
+    encoder: Annotated[str, typer.Option(
+        help="open_clip:<arch>:<pretrained> (e.g. open_clip:ViT-B-32:openai) or "
+             "hf:<model id or local folder> (CLIP / SigLIP).")],
+    out: Annotated[Path, typer.Option(help="Store (or data set) folder; writes "
+                                           "embeddings/<encoder>/<kind>.npy + .ids.parquet.")],
+    images: Annotated[Path | None, typer.Option(
+        help="A folder of images, or a table (.parquet/.csv) with an id and a path column."
+    )] = None,
+    texts: Annotated[Path | None, typer.Option(help="A table of texts (prompts, tags).")] = None,
+    text_column: Annotated[str, typer.Option(help="Column of --texts to embed.")] = "prompt",
+    id_column: Annotated[str | None, typer.Option(
+        help="Id column (default: image_id / lora_id / id, else the row number).")] = None,
+    path_column: Annotated[str, typer.Option(help="Image path column of an --images table.")]
+    = "path",
+    kind: Annotated[str | None, typer.Option(
+        help="Store kind (default: images or texts), e.g. loras.")] = None,
+    name: Annotated[str | None, typer.Option(
+        help="Encoder folder name (default: from --encoder).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Items per batch.")] = 64,
+    device: Annotated[str | None, typer.Option(help="cpu / cuda (default: cuda if any).")]
+    = None,
+    quiet: Quiet = False,
+) -> None:
+    """Compute L2-normalised embeddings of images or texts into a store; resumes after an
+    interruption (finished batches are not recomputed)."""
+
+    def body() -> None:
+        from benchmark import api
+
+        res = api.embed(encoder, out, images=images, texts=texts, text_column=text_column,
+                        id_column=id_column, path_column=path_column, kind=kind, name=name,
+                        batch_size=batch_size, device=device, progress=not quiet)
+        typer.echo(f"{res['rows']} {res['kind']} embeddings (d={res['dim']}) in {res['path']}"
+                   f"; {res['missing_count']} unreadable, listed in {res['kind']}.json")
+
+    _guard(body)
+
+
 @app.command("list")
 def list_registered() -> None:
     """List registered data sets, data sources, tracks and methods."""
