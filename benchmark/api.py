@@ -53,11 +53,12 @@ def info(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def split(dataset: str | os.PathLike, protocol: str = "leave-last-out",
-          out: str | os.PathLike | None = None, **config: Any) -> Split:
+          out: str | os.PathLike | None = None, progress: bool = False, **config: Any) -> Split:
     """``gembench split``: make (and, with ``out``, save) a split of a data set."""
     if "tracks" in config:
         config["tracks"] = tuple(config["tracks"])
-    result = make_split(Dataset(dataset), SplitConfig(protocol=protocol, **config))
+    result = make_split(Dataset(dataset), SplitConfig(protocol=protocol, **config),
+                        progress=progress)
     if out is not None:
         result.save(out)
     return result

@@ -216,6 +216,7 @@ def split(
     = 3,
     valid: Annotated[bool, typer.Option(help="Make a validation part.")] = True,
     seed: Annotated[int, typer.Option(help="Seed (random and cold-start).")] = 0,
+    quiet: Quiet = False,
 ) -> None:
     """Split a data set and save train/valid/test parquet files with a fingerprint."""
 
@@ -225,7 +226,7 @@ def split(
         result = api.split(
             dataset, protocol, out, tracks=_csv(tracks), test_ratio=test_ratio,
             valid_ratio=valid_ratio, cold_item_ratio=cold_item_ratio, min_history=min_history,
-            valid=valid, seed=seed,
+            valid=valid, seed=seed, progress=not quiet,
         )
         typer.echo(json.dumps({k: result.meta[k] for k in
                                ("protocol", "counts", "tracks", "fingerprint")}, indent=2))

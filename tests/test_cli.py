@@ -14,7 +14,7 @@ from benchmark.cli import app
 runner = CliRunner()
 
 COMMANDS = [[], ["run"], ["data"], ["data", "synth"], ["data", "import"], ["data", "info"],
-            ["split"], ["evaluate"], ["leaderboard"], ["list"]]
+            ["split"], ["evaluate"], ["leaderboard"], ["list"], ["embed"], ["tune"], ["validate"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "gembench")
