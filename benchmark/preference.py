@@ -1,0 +1,417 @@
+"""The ``preference`` track: which of two images does this user prefer?
+
+A :class:`PreferenceSplit` splits a data set's ``preferences`` table (``user_id, image_a,
+image_b, label``; label 1 = a preferred, 0 = b, 0.5 = tie) per user into train / valid / test.
+A seeded share of users is held out ("unseen"): none of their pairs are in the training set;
+:meth:`PreferenceSplit.few_shot` lends a method k of their training judgements (nested:
+the k=5 set is a subset of the k=10 set). Their valid/test pairs are the same for every k, so
+the accuracy-vs-k curve compares like with like.
+
+A method follows the preference protocol (docs/DESIGN.md): ``fit(train_pairs, side) -> self``
+and ``score(user_ids, image_ids) -> float32[n]``, the utility of each image for its user;
+pair i is judged by ``d_i = s(u_i, a_i) - s(u_i, b_i)``, ``p(a) = sigmoid(d_i)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from benchmark.data.store import Dataset, atomic_write_text
+from benchmark.errors import DataError
+from benchmark.metrics import auc, pairwise_accuracy
+from benchmark.protocols import SideInfo
+from benchmark.results import N_BOOTSTRAP, make_record, record_path, write_record
+
+TRACK = "preference"
+PARTS = ("train", "valid", "test")
+PAIR_COLUMNS = ["user_id", "image_a", "image_b", "label"]
+#: columns of a split part: the pair, "order" (rank in the user's seeded permutation) and
+#: "unseen" (the user is held out)
+PART_COLUMNS = [*PAIR_COLUMNS, "order", "unseen"]
+DEFAULT_KS: tuple[int | str, ...] = (0, 5, 10, 20, "all")
+DEFAULT_ENCODER = "synthetic-clip"
+
+
+class PreferenceMethod(Protocol):
+    def fit(self, train: pd.DataFrame, side: SideInfo) -> Any: ...
+
+    def score(self, user_ids: np.ndarray, image_ids: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass
+class PreferenceSplit:
+    """Per-user train / valid / test pairs, plus held-out ("unseen") users."""
+
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    test: pd.DataFrame
+    meta: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.meta["fingerprint"])
+
+    @property
+    def unseen_users(self) -> np.ndarray:
+        t = self.test
+        return np.sort(t.loc[t["unseen"], "user_id"].unique().astype(str))
+
+    def few_shot(self, k: int | str | None = "all", who: str = "unseen") -> pd.DataFrame:
+        """Training pairs where each ``who`` user ("unseen" or "all") keeps only k judgements.
+
+        The k kept are the user's first k in its seeded permutation (column ``order``), so the
+        sets are nested across k. ``k = "all"`` (or None) keeps every training judgement; for
+        unseen users "all" means their whole training part. Returns ``PAIR_COLUMNS``.
+        """
+        if who not in ("unseen", "all"):
+            raise ValueError(f"who must be 'unseen' or 'all', got {who!r}")
+        train = self.train
+        if k is None or k == "all":
+            keep = np.ones(len(train), bool)
+        else:
+            k = int(k)
+            if k < 0:
+                raise ValueError(f"k must be >= 0 or 'all', got {k}")
+            capped = train["unseen"].to_numpy() if who == "unseen" else np.ones(len(train), bool)
+            keep = ~capped | (train["order"].to_numpy() < k)
+        return train.loc[keep, PAIR_COLUMNS].reset_index(drop=True)
+
+    def save(self, out: str | os.PathLike) -> Path:
+        """``train/valid/test.parquet`` + ``split.json`` (with the fingerprint)."""
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        for name in PARTS:
+            getattr(self, name).to_parquet(out / f"{name}.parquet", index=False)
+        atomic_write_text(out / "split.json", json.dumps(self.meta, indent=2, sort_keys=True)
+                          + "\n")
+        self.path = out
+        return out
+
+
+def _clean(frame: pd.DataFrame) -> pd.DataFrame:
+    out = pd.DataFrame({c: frame[c].astype(str).to_numpy(dtype=object)
+                        for c in ("user_id", "image_a", "image_b")})
+    out["label"] = frame["label"].to_numpy(dtype=np.float64)
+    for c in ("order", "unseen"):
+        if c in frame:
+            out[c] = frame[c].to_numpy()
+    return out
+
+
+def preference_fingerprint(parts: dict[str, pd.DataFrame]) -> str:
+    """sha256 of the byte-sorted lines ``part\\tgroup\\tuser_id\\timage_a\\timage_b\\tlabel\\n``.
+
+    ``group`` is ``seen`` or ``unseen``; ``label`` is written with ``repr(float)`` (``1.0``).
+    """
+    lines: list[bytes] = []
+    for name in PARTS:
+        f = parts[name]
+        groups = np.where(f["unseen"].to_numpy(bool), "unseen", "seen")
+        for g, u, a, b, lab in zip(groups, f["user_id"], f["image_a"], f["image_b"],
+                                   f["label"].astype(float), strict=True):
+            lines.append(f"{name}\t{g}\t{u}\t{a}\t{b}\t{lab!r}\n".encode())
+    lines.sort()
+    return hashlib.sha256(b"".join(lines)).hexdigest()
+
+
+def make_preference_split(
+    source: Dataset | pd.DataFrame,
+    *,
+    valid_ratio: float = 0.2,
+    test_ratio: float = 0.2,
+    unseen_ratio: float = 0.2,
+    min_pairs: int = 5,
+    seed: int = 0,
+) -> PreferenceSplit:
+    """Seeded per-user split of the preference pairs.
+
+    Users with fewer than ``min_pairs`` pairs are dropped. Each user's pairs are permuted
+    (seeded); with n pairs the last ``max(1, round(test_ratio n))`` are test, the
+    ``max(1, round(valid_ratio n))`` before them valid, the rest train (``order`` = rank in the
+    permutation). A seeded ``unseen_ratio`` share of users is held out: their train part is
+    only reachable through :meth:`PreferenceSplit.few_shot`.
+    """
+    if not (0 < valid_ratio < 1 and 0 < test_ratio < 1 and valid_ratio + test_ratio < 1):
+        raise ValueError("valid_ratio and test_ratio must lie in (0, 1) and sum below 1")
+    if not 0 <= unseen_ratio < 1:
+        raise ValueError(f"unseen_ratio must lie in [0, 1), got {unseen_ratio}")
+    frame = source.table("preferences", PAIR_COLUMNS) if isinstance(source, Dataset) else source
+    missing = [c for c in PAIR_COLUMNS if c not in frame]
+    if missing:
+        raise DataError(f"preference pairs lack columns {missing}",
+                        rule=f"pairs have columns {PAIR_COLUMNS}")
+    frame = _clean(frame)
+    rng = np.random.default_rng(seed)
+    frame = frame.sort_values(["user_id", "image_a", "image_b", "label"], kind="stable")
+    frame = frame.reset_index(drop=True)
+    sizes = frame.groupby("user_id", sort=True).size()
+    users = sizes.index[sizes >= min_pairs].to_numpy(dtype=object)
+    frame = frame[frame["user_id"].isin(set(users))].reset_index(drop=True)
+    n_unseen = int(round(unseen_ratio * len(users)))
+    unseen = set(rng.choice(users, size=n_unseen, replace=False)) if n_unseen else set()
+    # seeded per-user permutation: sort by (user, random key)
+    frame["_key"] = rng.random(len(frame))
+    frame = frame.sort_values(["user_id", "_key"], kind="stable").reset_index(drop=True)
+    order = frame.groupby("user_id", sort=False).cumcount().to_numpy()
+    n = frame.groupby("user_id", sort=False)["label"].transform("size").to_numpy()
+    n_test = np.maximum(1, np.round(test_ratio * n)).astype(int)
+    n_valid = np.maximum(1, np.round(valid_ratio * n)).astype(int)
+    part = np.where(order >= n - n_test, "test",
+                    np.where(order >= n - n_test - n_valid, "valid", "train"))
+    frame["order"] = order.astype(np.int64)
+    frame["unseen"] = frame["user_id"].isin(unseen).to_numpy()
+    frame = frame.drop(columns="_key")
+    parts = {name: frame.loc[part == name, PART_COLUMNS].reset_index(drop=True)
+             for name in PARTS}
+    meta = {
+        "track": TRACK,
+        "protocol": "per-user-pairs",
+        "params": {"valid_ratio": valid_ratio, "test_ratio": test_ratio,
+                   "unseen_ratio": unseen_ratio, "min_pairs": min_pairs, "seed": seed},
+        "counts": {name: len(p) for name, p in parts.items()}
+        | {"users": len(users), "unseen_users": n_unseen},
+        "dataset": source.name if isinstance(source, Dataset) else None,
+        "fingerprint": preference_fingerprint(parts),
+    }
+    return PreferenceSplit(**parts, meta=meta)
+
+
+def load_preference_split(path: str | os.PathLike) -> PreferenceSplit:
+    """Read a folder written by :meth:`PreferenceSplit.save`; refuses edited rows."""
+    path = Path(path)
+    meta_path = path / "split.json"
+    if not meta_path.is_file():
+        raise DataError("not a preference split folder (no split.json)", path=str(path))
+    meta = json.loads(meta_path.read_text())
+    parts = {}
+    for name in PARTS:
+        try:
+            parts[name] = _clean(pd.read_parquet(path / f"{name}.parquet"))
+        except (OSError, ValueError) as e:
+            raise DataError(f"cannot read split part: {e}", path=str(path / name)) from e
+    if preference_fingerprint(parts) != meta.get("fingerprint"):
+        raise DataError("split rows do not match the fingerprint in split.json",
+                        path=str(path), rule="a split folder is not edited after it is written")
+    return PreferenceSplit(**parts, meta=meta, path=path)
+
+
+# --------------------------------------------------------------------------------------------
+# evaluation
+
+
+def pair_scores(method: PreferenceMethod, pairs: pd.DataFrame) -> np.ndarray:
+    """``d = s(u, a) - s(u, b)`` for every pair (float64)."""
+    if len(pairs) == 0:
+        return np.zeros(0)
+    users = pairs["user_id"].to_numpy(dtype=object)
+    both = method.score(np.concatenate([users, users]),
+                        np.concatenate([pairs["image_a"].to_numpy(dtype=object),
+                                        pairs["image_b"].to_numpy(dtype=object)]))
+    both = np.asarray(both, dtype=np.float64)
+    if both.shape != (2 * len(pairs),):
+        raise ValueError(f"score must return shape ({2 * len(pairs)},), got {both.shape}")
+    return both[: len(pairs)] - both[len(pairs):]
+
+
+def tune_tie_threshold(diff: np.ndarray, label: np.ndarray,
+                       quantiles: Iterable[float] = (0.01, 0.02, 0.05, 0.1, 0.2)) -> float:
+    """Tie threshold t maximising valid accuracy over ``{0} ∪ quantiles of |d|``.
+
+    Ties are broken toward the smaller t, so t = 0 (no predicted ties) unless ties pay off.
+    """
+    if len(diff) == 0:
+        return 0.0
+    grid = [0.0, *np.quantile(np.abs(diff), list(quantiles)).tolist()]
+    zeros = np.zeros_like(diff)
+    acc = [pairwise_accuracy(diff, zeros, label, t).mean() for t in grid]
+    return float(grid[int(np.argmax(acc))])
+
+
+def _auc(diff: np.ndarray, label: np.ndarray) -> float:
+    """AUC of d vs label over the non-tie labels; nan with a single class."""
+    hard = label != 0.5
+    try:
+        return auc(diff[hard], label[hard].astype(int))
+    except ValueError:
+        return float("nan")
+
+
+def _pair_metrics(diff: np.ndarray, label: np.ndarray, users: np.ndarray, t: float
+                  ) -> dict[str, float]:
+    acc = pairwise_accuracy(diff, np.zeros_like(diff), label, t)
+    plain = pairwise_accuracy(diff, np.zeros_like(diff), label, 0.0)
+    codes = users if users.dtype.kind in "iu" else pd.factorize(users)[0]
+    n = np.bincount(codes)
+    per_user = np.bincount(codes, weights=acc)[n > 0] / n[n > 0]
+    return {"accuracy": float(acc.mean()), "accuracy_plain": float(plain.mean()),
+            "user_accuracy": float(per_user.mean()), "auc": _auc(diff, label)}
+
+
+def _cluster_bootstrap(diff: np.ndarray, label: np.ndarray, users: np.ndarray, t: float,
+                       n_boot: int, seed: int) -> dict[str, list[float]]:
+    """95% percentile intervals of every pair metric, resampling users with replacement."""
+    codes, uniq = pd.factorize(users)
+    if len(uniq) == 0:
+        return {}
+    rows = [np.flatnonzero(codes == c) for c in range(len(uniq))]
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {}
+    for _ in range(n_boot):
+        pick = rng.integers(0, len(uniq), len(uniq))
+        idx = np.concatenate([rows[c] for c in pick])
+        # resampled users get distinct ids so a repeated user counts twice in user_accuracy
+        boot_users = np.repeat(np.arange(len(pick)), [len(rows[c]) for c in pick])
+        for name, v in _pair_metrics(diff[idx], label[idx], boot_users, t).items():
+            draws.setdefault(name, []).append(v)
+    out = {}
+    for name, values in draws.items():
+        v = np.asarray(values)
+        v = v[~np.isnan(v)]
+        out[name] = ([round(float(x), 8) for x in np.quantile(v, [0.025, 0.975])]
+                     if len(v) else [float("nan"), float("nan")])
+    return out
+
+
+def evaluate_preference(
+    method: PreferenceMethod,
+    split: PreferenceSplit,
+    k: int | str = "all",
+    *,
+    side: SideInfo | None = None,
+    dataset: Dataset | None = None,
+    method_name: str | None = None,
+    results_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+    n_boot: int = N_BOOTSTRAP,
+    who: str = "unseen",
+) -> dict[str, Any]:
+    """Fit ``method`` on ``split.few_shot(k)``, tune the tie threshold on valid, score test.
+
+    Metrics over the test pairs (``d = s(u,a) - s(u,b)``, tie threshold t from valid):
+    ``accuracy`` = mean tie-aware credit ``1 - |pred_t(d) - label|``; ``accuracy_plain`` the
+    same with t = 0; ``user_accuracy`` = mean over users of the user's accuracy; ``auc`` = AUC
+    of d vs label (non-tie labels). Each also for ``_seen`` and ``_unseen`` users, each with a
+    95% bootstrap interval over users. Returns a dict with ``metrics``, ``intervals``,
+    ``per_user`` (DataFrame), ``tie_threshold``, ``record`` and ``path`` (when
+    ``results_dir`` is given, the record is written there).
+    """
+    if side is None:
+        side = SideInfo(dataset=dataset, item_kind="image", seed=seed)
+    dataset = dataset or side.dataset
+    train = split.few_shot(k, who=who)
+    t0 = time.perf_counter()
+    method.fit(train, side)
+    t1 = time.perf_counter()
+    d_valid = pair_scores(method, split.valid)
+    tie = tune_tie_threshold(d_valid, split.valid["label"].to_numpy(float))
+    test = split.test
+    diff = pair_scores(method, test)
+    t2 = time.perf_counter()
+    label = test["label"].to_numpy(float)
+    users = test["user_id"].to_numpy(dtype=object)
+    unseen = test["unseen"].to_numpy(bool)
+    metrics: dict[str, float] = {}
+    intervals: dict[str, list[float]] = {}
+    for suffix, mask in (("", np.ones(len(test), bool)), ("_seen", ~unseen),
+                         ("_unseen", unseen)):
+        if not mask.any():
+            continue
+        for name, v in _pair_metrics(diff[mask], label[mask], users[mask], tie).items():
+            metrics[name + suffix] = v
+        boot = _cluster_bootstrap(diff[mask], label[mask], users[mask], tie, n_boot, seed)
+        for name, v in boot.items():
+            intervals[name + suffix] = v
+    credit = pairwise_accuracy(diff, np.zeros_like(diff), label, tie)
+    plain = pairwise_accuracy(diff, np.zeros_like(diff), label, 0.0)
+    per_user = (pd.DataFrame({"user_id": users, "user_accuracy": credit,
+                              "user_accuracy_plain": plain, "unseen": unseen})
+                .groupby("user_id", sort=True)
+                .agg(user_accuracy=("user_accuracy", "mean"),
+                     user_accuracy_plain=("user_accuracy_plain", "mean"),
+                     unseen=("unseen", "first"), n_pairs=("unseen", "size"))
+                .reset_index())
+    name = method_name or str(getattr(method, "name", type(method).__name__))
+    params = method.get_params() if hasattr(method, "get_params") else {}
+    metrics = {m: (v if np.isfinite(v) else float("nan")) for m, v in metrics.items()}
+    record = make_record(
+        track=TRACK,
+        dataset={"name": dataset.name if dataset is not None
+                 else str(split.meta.get("dataset") or "pairs")},
+        split={"protocol": f"{split.meta.get('protocol', 'per-user-pairs')}-k{k}",
+               "fingerprint": split.fingerprint, "k": k, "few_shot_users": who,
+               "params": split.meta.get("params", {})},
+        method={"name": name, "params": params},
+        summary={m: v for m, v in metrics.items() if np.isfinite(v)},
+        per_user={c: per_user[c].to_numpy(float)
+                  for c in ("user_accuracy", "user_accuracy_plain")},
+        user_ids=per_user["user_id"].tolist(),
+        counts={"n_users": int(len(per_user)), "n_users_unseen": int(per_user["unseen"].sum()),
+                "n_pairs_train": int(len(train)), "n_pairs_test": int(len(test))},
+        seed=seed,
+        timing={"fit": t1 - t0, "score": t2 - t1},
+        extra={"tie_threshold": tie},
+    )
+    record["intervals"].update(intervals)
+    record["per_user"]["unseen"] = per_user["unseen"].astype(bool).tolist()
+    path = None
+    if results_dir is not None:
+        path = write_record(record, record_path(results_dir, record))
+    return {"metrics": metrics, "intervals": intervals, "per_user": per_user,
+            "tie_threshold": tie, "record": record, "path": path}
+
+
+def accuracy_vs_k(
+    method_factory: Callable[[], PreferenceMethod],
+    split: PreferenceSplit,
+    ks: Iterable[int | str] = DEFAULT_KS,
+    **kwargs: Any,
+) -> pd.DataFrame:
+    """One row per k: every summary metric of :func:`evaluate_preference` with a fresh method.
+
+    Columns: ``k``, the metrics (``accuracy``, ``accuracy_seen``, ``accuracy_unseen``, ...)
+    and ``<metric>_low`` / ``<metric>_high`` from the bootstrap intervals.
+    """
+    rows = []
+    for k in ks:
+        out = evaluate_preference(method_factory(), split, k, **kwargs)
+        row: dict[str, Any] = {"k": k, **out["metrics"], "tie_threshold": out["tie_threshold"]}
+        for m, (lo, hi) in out["intervals"].items():
+            row[f"{m}_low"], row[f"{m}_high"] = lo, hi
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def image_embeddings(side: SideInfo, encoder: str = DEFAULT_ENCODER
+                     ) -> tuple[pd.Index, np.ndarray]:
+    """(image ids, embedding matrix) for a preference method.
+
+    ``side.extra["image_ids"]`` + ``side.extra["image_embeddings"]`` take precedence (hand-made
+    data); otherwise the data set's ``embeddings/<encoder>/image.npy`` in ``ids('images')``
+    order.
+    """
+    if "image_embeddings" in side.extra:
+        ids = pd.Index(np.asarray(side.extra["image_ids"], dtype=object))
+        return ids, np.asarray(side.extra["image_embeddings"], dtype=np.float32)
+    if side.dataset is None:
+        raise DataError("a preference baseline needs image embeddings (no data set given)")
+    return side.dataset.ids("images"), side.dataset.embeddings(encoder, "image")
+
+
+def lookup(ids: pd.Index, wanted: np.ndarray) -> np.ndarray:
+    """Row of each wanted id in ``ids``; DataError naming the first unknown id."""
+    rows = ids.get_indexer(np.asarray(wanted, dtype=object))
+    if (rows < 0).any():
+        bad = np.asarray(wanted, dtype=object)[int(np.flatnonzero(rows < 0)[0])]
+        raise DataError(f"image {bad!r} has no embedding")
+    return rows
