@@ -29,6 +29,32 @@ def top_k_per_row(matrix: sp.csr_matrix, k: int) -> sp.csr_matrix:
     return kept
 
 
+def cosine_neighbours(rows: sp.csr_matrix, k: int, shrink: float, block_size: int
+                      ) -> sp.csr_matrix:
+    """Each row's ``k`` most cosine-similar other rows of a binary matrix, as a sparse matrix.
+
+    sim(a, b) = |R_a ∩ R_b| / (sqrt(|R_a|) * sqrt(|R_b|) + shrink); computed for a block of
+    rows at a time, so memory stays bounded. itemknn passes items x users, userknn users x
+    items.
+    """
+    rows = rows.astype(np.float32).tocsr()
+    n = rows.shape[0]
+    norms = np.sqrt(np.asarray(rows.getnnz(axis=1), dtype=np.float32))
+    columns = rows.T.tocsc()
+    blocks = []
+    for start in range(0, n, block_size):
+        stop = min(start + block_size, n)
+        co = (rows[start:stop] @ columns).tocoo()  # [block, n] overlap counts
+        source = co.row + start
+        keep = co.col != source  # a row is not its own neighbour
+        sim = co.data[keep] / (norms[source[keep]] * norms[co.col[keep]] + shrink)
+        block = sp.csr_matrix(
+            (sim.astype(np.float32), (co.row[keep], co.col[keep])), shape=(stop - start, n)
+        )
+        blocks.append(top_k_per_row(block, int(k)))
+    return sp.vstack(blocks).tocsr() if blocks else sp.csr_matrix((0, 0), dtype=np.float32)
+
+
 class ItemKNN(RankingMethod):
     name = "itemknn"
 
@@ -38,23 +64,8 @@ class ItemKNN(RankingMethod):
         self.block_size = block_size
 
     def fit(self, train: InteractionData, side: SideInfo) -> ItemKNN:
-        x = train.matrix.astype(np.float32).tocsc()
-        norms = np.sqrt(np.asarray(x.getnnz(axis=0), dtype=np.float32))
-        xt = x.T.tocsr()
-        blocks = []
-        # similarity rows for a block of target items at a time: memory stays bounded
-        for start in range(0, train.n_items, self.block_size):
-            stop = min(start + self.block_size, train.n_items)
-            co = (xt[start:stop] @ x).tocoo()  # [block, items] co-occurrence counts
-            target = co.row + start
-            keep = co.col != target
-            sim = co.data[keep] / (norms[target[keep]] * norms[co.col[keep]] + self.shrink)
-            block = sp.csr_matrix(
-                (sim.astype(np.float32), (co.row[keep], co.col[keep])),
-                shape=(stop - start, train.n_items),
-            )
-            blocks.append(top_k_per_row(block, self.k))
-        neighbours = sp.vstack(blocks).tocsr()  # row j: the neighbours i of target item j
+        # row j: the neighbours i of target item j
+        neighbours = cosine_neighbours(train.matrix.T, self.k, self.shrink, self.block_size)
         self.similarity_ = neighbours.T.tocsr()  # row i: the targets j that i votes for
         self.history_ = train.matrix.astype(np.float32).tocsr()
         return self

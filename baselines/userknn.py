@@ -16,9 +16,8 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import numpy as np
-import scipy.sparse as sp
 
-from baselines.itemknn import top_k_per_row
+from baselines.itemknn import cosine_neighbours
 from benchmark.protocols import InteractionData, RankingMethod, SideInfo
 
 
@@ -39,22 +38,7 @@ class UserKNN(RankingMethod):
 
     def fit(self, train: InteractionData, side: SideInfo) -> UserKNN:
         x = train.matrix.astype(np.float32).tocsr()
-        norms = np.sqrt(np.asarray(x.getnnz(axis=1), dtype=np.float32))
-        xt = x.T.tocsr()
-        blocks = []
-        for start in range(0, train.n_users, self.block_size):
-            stop = min(start + self.block_size, train.n_users)
-            co = (x[start:stop] @ xt).tocoo()  # [block, users] shared-item counts
-            source = co.row + start
-            keep = co.col != source  # a user is not their own neighbour
-            sim = co.data[keep] / (norms[source[keep]] * norms[co.col[keep]] + self.shrink)
-            block = sp.csr_matrix(
-                (sim.astype(np.float32), (co.row[keep], co.col[keep])),
-                shape=(stop - start, train.n_users),
-            )
-            blocks.append(top_k_per_row(block, int(self.k)))
-        self.neighbours_ = (sp.vstack(blocks).tocsr() if blocks
-                            else sp.csr_matrix((0, 0), dtype=np.float32))
+        self.neighbours_ = cosine_neighbours(x, self.k, self.shrink, self.block_size)
         self.history_ = x
         return self
 
