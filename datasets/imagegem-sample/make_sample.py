@@ -18,6 +18,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+# the release's exact column lists (SEEDS.md), as the loader checks them
+from benchmark.data.imagegem import IMAGES_COLUMNS as IMAGE_COLUMNS
+from benchmark.data.imagegem import MODELS_COLUMNS as MODEL_COLUMNS
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -235,24 +239,6 @@ def model_rows() -> dict[str, list]:
                 cols[col].append(values[col])
     return cols
 
-
-IMAGE_COLUMNS = [
-    "imageId", "modelVersionId", "postId", "url", "hash", "nsfw", "browsingLevel", "type",
-    "height", "width", "seed", "steps", "prompt", "negativePrompt", "sampler", "cfgScale",
-    "clipSkip", "hiresUpscale", "hiresUpscaler", "denoisingStrength", "createdAt", "comfy",
-    "cryCount", "laughCount", "likeCount", "dislikeCount", "heartCount", "commentCount",
-    "userHash",
-]
-MODEL_COLUMNS = [
-    "modelId", "modelName", "modelVersionId", "modelVersionName", "fileId", "fileName",
-    "modelDescription", "allowNoCredit", "allowCommercialUse", "allowDerivatives",
-    "allowDifferentLicense", "modelType", "minor", "poi", "modelNsfwLevel", "cosmetic", "tags",
-    "publishedAt", "baseModel", "baseModelType", "availability", "modelVersionNsfwLevel",
-    "modelVersionDescription", "trainedWords", "sizeKB", "fileType", "fp", "format",
-    "pickleScanResult", "pickleScanMessage", "virusScanResult", "scannedAt", "hashAutoV1",
-    "hashAutoV2", "hashSHA256", "hashCRC32", "hashBLAKE3", "downloadUrl", "primary",
-    "downloadCount", "ratingCount", "rating", "thumbsUpCount", "thumbsDownCount", "userHash",
-]
 
 #: arrow types for columns that are all null or need a fixed type
 TYPES = {
