@@ -258,26 +258,60 @@ def _pair_metrics(diff: np.ndarray, label: np.ndarray, users: np.ndarray, t: flo
             "user_accuracy": float(per_user.mean()), "auc": _auc(diff, label)}
 
 
+def _weighted_auc(diff: np.ndarray, label: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """AUC of d vs label for each row of pair ``weights`` (n_draws, n_pairs), non-tie labels.
+
+    ``AUC_b = sum_{i pos} w_bi (N_b(d < d_i) + N_b(d == d_i) / 2) / (W_b,pos W_b,neg)``, where
+    ``N_b`` sums the weights of negative pairs; with 0/1 weights it is :func:`_auc`. nan where a
+    draw has one class only.
+    """
+    hard = label != 0.5
+    d, pos, w = diff[hard], label[hard] > 0.5, weights[:, hard]
+    if d.size == 0:
+        return np.full(len(weights), np.nan)
+    order = np.argsort(d, kind="stable")
+    d, pos, w = d[order], pos[order], w[:, order]
+    starts = np.flatnonzero(np.r_[True, d[1:] != d[:-1]])  # tie groups of equal d
+    group = np.cumsum(np.r_[True, d[1:] != d[:-1]]) - 1
+    neg_in_group = np.add.reduceat(w * ~pos, starts, axis=1)
+    neg_below = np.cumsum(neg_in_group, axis=1) - neg_in_group
+    credit = (w * pos * (neg_below[:, group] + 0.5 * neg_in_group[:, group])).sum(axis=1)
+    w_pos, w_neg = (w * pos).sum(axis=1), (w * ~pos).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((w_pos > 0) & (w_neg > 0), credit / (w_pos * w_neg), np.nan)
+
+
 def _cluster_bootstrap(diff: np.ndarray, label: np.ndarray, users: np.ndarray, t: float,
                        n_boot: int, seed: int) -> dict[str, list[float]]:
-    """95% percentile intervals of every pair metric, resampling users with replacement."""
+    """95% percentile intervals of every pair metric, resampling users with replacement.
+
+    Vectorised: draw b picks each user ``c_bu`` times, so every pair of user u carries weight
+    ``c_bu`` and a repeated user counts twice in ``user_accuracy`` (the resampled users are
+    distinct clusters). Same draws and values as resampling the pairs one draw at a time.
+    """
     codes, uniq = pd.factorize(users)
-    if len(uniq) == 0:
+    n_users = len(uniq)
+    if n_users == 0:
         return {}
-    rows = [np.flatnonzero(codes == c) for c in range(len(uniq))]
     rng = np.random.default_rng(seed)
-    draws: dict[str, list[float]] = {}
-    for _ in range(n_boot):
-        pick = rng.integers(0, len(uniq), len(uniq))
-        idx = np.concatenate([rows[c] for c in pick])
-        # resampled users get distinct ids so a repeated user counts twice in user_accuracy
-        boot_users = np.repeat(np.arange(len(pick)), [len(rows[c]) for c in pick])
-        for name, v in _pair_metrics(diff[idx], label[idx], boot_users, t).items():
-            draws.setdefault(name, []).append(v)
+    picks = np.stack([rng.integers(0, n_users, n_users) for _ in range(n_boot)])
+    copies = np.zeros((n_boot, n_users))
+    np.add.at(copies, (np.repeat(np.arange(n_boot), n_users), picks.ravel()), 1.0)
+    n_pairs = np.bincount(codes, minlength=n_users).astype(np.float64)
+    zeros = np.zeros_like(diff)
+    draws: dict[str, np.ndarray] = {}
+    for name, t_used in (("accuracy", t), ("accuracy_plain", 0.0)):
+        credit = np.bincount(codes, weights=pairwise_accuracy(diff, zeros, label, t_used),
+                             minlength=n_users)
+        draws[name] = copies @ credit / (copies @ n_pairs)
+        if name == "accuracy":
+            draws["user_accuracy"] = copies @ (credit / n_pairs) / n_users
+    block = max(1, (1 << 22) // max(1, len(diff)))  # draws per block: ~32 MB of weights
+    draws["auc"] = np.concatenate([_weighted_auc(diff, label, copies[b:b + block, codes])
+                                   for b in range(0, n_boot, block)])
     out = {}
-    for name, values in draws.items():
-        v = np.asarray(values)
-        v = v[~np.isnan(v)]
+    for name in ("accuracy", "accuracy_plain", "user_accuracy", "auc"):
+        v = draws[name][~np.isnan(draws[name])]
         out[name] = ([round(float(x), 8) for x in np.quantile(v, [0.025, 0.975])]
                      if len(v) else [float("nan"), float("nan")])
     return out

@@ -204,3 +204,41 @@ def test_accuracy_vs_k_rows(tiny):
     assert curve["k"].tolist() == [0, 5, "all"]
     assert {"accuracy_seen", "accuracy_unseen", "accuracy_unseen_low"} <= set(curve.columns)
     assert isinstance(split, PreferenceSplit)
+
+
+def test_cluster_bootstrap_equals_resampling_users_one_draw_at_a_time():
+    from benchmark.preference import _cluster_bootstrap, _pair_metrics
+
+    rng = np.random.default_rng(7)
+    n = 300
+    users = rng.integers(0, 40, n).astype(str).astype(object)
+    diff = np.round(rng.normal(size=n), 1)  # many tied differences
+    label = rng.choice([0.0, 1.0, 0.5], n, p=[0.45, 0.45, 0.1])
+    got = _cluster_bootstrap(diff, label, users, 0.1, 50, seed=3)
+    # reference: concatenate the picked users' pairs, each pick a distinct cluster
+    codes, uniq = pd.factorize(users)
+    rows = [np.flatnonzero(codes == c) for c in range(len(uniq))]
+    draw_rng = np.random.default_rng(3)
+    draws = {}
+    for _ in range(50):
+        pick = draw_rng.integers(0, len(uniq), len(uniq))
+        idx = np.concatenate([rows[c] for c in pick])
+        boot_users = np.repeat(np.arange(len(pick)), [len(rows[c]) for c in pick])
+        for name, v in _pair_metrics(diff[idx], label[idx], boot_users, 0.1).items():
+            draws.setdefault(name, []).append(v)
+    for name, values in draws.items():
+        want = np.quantile(np.asarray(values), [0.025, 0.975])
+        assert np.allclose(got[name], want, atol=1e-7), name
+
+
+def test_weighted_auc_with_unit_weights_is_plain_auc():
+    from benchmark.preference import _auc, _weighted_auc
+
+    diff = np.array([0.3, 0.3, -1.0, 2.0, 0.0, 0.3])
+    label = np.array([1.0, 0.0, 0.0, 1.0, 0.5, 1.0])
+    # hand count over the 3 x 2 (pos, neg) pairs: pos {0.3, 2.0, 0.3}, neg {0.3, -1.0}
+    # 0.3 vs 0.3 tie (0.5) and > -1 (1); 2.0 beats both (2); second 0.3 like the first (1.5)
+    assert _auc(diff, label) == pytest.approx(5.0 / 6.0)
+    w = np.ones((2, 6))
+    w[1, 1] = 0.0  # drop the tied negative: every positive beats -1.0
+    assert _weighted_auc(diff, label, w) == pytest.approx([5.0 / 6.0, 1.0])
