@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.gembench-installed
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
-		-c constraints.txt -e '.[test,cf,content]'
+		-c constraints.txt -e '.[test,cf,content,render]'
 	@# RecBole's metadata pins ray<=2.6.3 (no wheel for this stack): install it without
 	@# deps; its real runtime deps come from the cf extra above (see docs/recbole.md)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps \

@@ -34,7 +34,17 @@ def import_data(source: str, src: str | os.PathLike, out: str | os.PathLike,
         from benchmark.data.recbole import import_recbole
 
         return import_recbole(src, out, progress=progress, **options)
-    raise KeyError(f"unknown source {source!r}; sources: imagegem, recbole")
+    if source == "pamela":
+        from benchmark.data.pamela import import_pamela
+
+        return import_pamela(src, out, progress=progress, **options)
+    if source == "learn-user-pref":
+        from benchmark.data.learn_user_pref import import_learn_user_pref
+
+        return import_learn_user_pref(src, out, progress=progress, **options)
+    from benchmark.registry import SOURCES
+
+    raise KeyError(f"unknown source {source!r}; sources: {', '.join(SOURCES)}")
 
 
 def info(path: str | os.PathLike) -> dict[str, Any]:
@@ -183,3 +193,70 @@ def registered() -> dict[str, dict[str, str]]:
         "methods": {name: f"{spec.summary} [{', '.join(spec.tracks)}]"
                     for name, spec in all_methods().items()},
     }
+
+
+def fit_judge(method: str, out: str | os.PathLike, dataset: str | os.PathLike = "synthetic-small",
+              k: int | str = "all", seed: int = 0, data_dir: str | os.PathLike = "data"
+              ) -> tuple[Any, dict[str, float]]:
+    """``gembench judge fit``: fit a preference method on the preference split and save it.
+
+    The judge is fitted exactly as the preference track evaluates it at this k (training
+    pairs of seen users, k judgements of each held-out user); returns (folder, test metrics).
+    """
+    import inspect
+
+    from benchmark.judge import save_judge
+    from benchmark.preference import evaluate_preference, prepare_preference_split
+    from benchmark.registry import resolve_method
+    from benchmark.runner import resolve_dataset
+
+    ds = resolve_dataset(dataset, data_dir, seed=seed, progress=False)
+    split = prepare_preference_split(ds, data_dir, seed=seed)
+    name, cls = resolve_method(method, track="preference")
+    model = cls(seed=seed) if "seed" in inspect.signature(cls.__init__).parameters else cls()
+    k = int(k) if str(k).isdigit() else k
+    result = evaluate_preference(model, split, k, dataset=ds, method_name=name, seed=seed)
+    path = save_judge(model, out, name=name, dataset=ds, split=split,
+                      extra={"k": k, "test_metrics": result["metrics"]})
+    return path, result["metrics"]
+
+
+def score_with_judge(judge: str | os.PathLike, pairs: Any, out: str | os.PathLike | None = None,
+                     dataset_path: str | os.PathLike | None = None) -> Any:
+    """``gembench judge score``: scores of pairs (or of (user, image) rows) by a saved judge."""
+    from pathlib import Path
+
+    import numpy as np
+    import pandas as pd
+
+    from benchmark.errors import DataError
+    from benchmark.judge import load_judge, score_pairs
+
+    model = load_judge(judge, dataset_path=dataset_path)
+    if not isinstance(pairs, pd.DataFrame):
+        path = Path(pairs)
+        try:
+            pairs = (pd.read_csv(path, dtype=str) if path.suffix == ".csv"
+                     else pd.read_parquet(path))
+        except (OSError, ValueError) as e:
+            raise DataError(f"cannot read pairs: {e}", path=str(path)) from e
+    if {"image_a", "image_b"} <= set(pairs.columns):
+        scored = score_pairs(model, pairs)
+    elif {"user_id", "image_id"} <= set(pairs.columns):
+        scored = pairs.loc[:, ["user_id", "image_id"]].copy()
+        scored["score"] = np.asarray(model.score(
+            scored["user_id"].astype(str).to_numpy(dtype=object),
+            scored["image_id"].astype(str).to_numpy(dtype=object)), dtype=np.float64)
+    else:
+        raise DataError("rows need user_id, image_a, image_b (pairs) or user_id, image_id",
+                        rule="judge score input columns")
+    if out is not None:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp")
+        if out.suffix == ".csv":
+            scored.to_csv(tmp, index=False)
+        else:
+            scored.to_parquet(tmp, index=False)
+        os.replace(tmp, out)  # atomic: a reader never sees half a file
+    return scored

@@ -21,6 +21,16 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Build, import and inspect data sets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+# sub-commands that live in their own modules (each imports only typer at load time)
+from benchmark.cli_download import download as _data_download  # noqa: E402
+from benchmark.cli_download import images as _data_images  # noqa: E402
+
+data_app.command("download")(_data_download)
+data_app.command("images")(_data_images)
+from benchmark.cli_loras import edit_app, loras_app  # noqa: E402
+
+app.add_typer(loras_app, name="loras")
+app.add_typer(edit_app, name="edit")
 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
@@ -69,8 +79,23 @@ def run(
     reproduce: Annotated[Path | None, typer.Option(
         help="Re-run this RECORD.json into a temporary results folder and compare its "
              "metrics (1e-9); exit 0 when they match, 1 otherwise.")] = None,
+    first_stage: Annotated[str, typer.Option(
+        help="rerank protocol: the first-stage method whose top-N is reranked.")] = "itemknn",
+    n_candidates: Annotated[int, typer.Option(
+        help="rerank protocol: candidates per user (the held-out positive included).")] = 10,
+    top_n: Annotated[int, typer.Option(help="rerank protocol: first-stage top-N.")] = 50,
+    max_users: Annotated[int | None, typer.Option(
+        help="rerank protocol: a seeded subset of test users.")] = None,
+    images: Annotated[Path | None, typer.Option(
+        help="rerank protocol: image folder or id,path table (vlm-rerank).")] = None,
+    param: Annotated[list[str] | None, typer.Option(
+        help="rerank protocol: method parameter KEY=VALUE (JSON value; repeatable).")] = None,
 ) -> None:
-    """Run methods on tracks: build data, split, evaluate, write records and leaderboards."""
+    """Run methods on tracks: build data, split, evaluate, write records and leaderboards.
+
+    Tracks: lora-rec, image-rec (ranking), preference (pairs, every k of the few-shot
+    curve). ``--protocol rerank`` reorders a first stage's short candidate lists instead.
+    """
 
     def body() -> None:
         if reproduce is not None:
@@ -91,6 +116,26 @@ def run(
         names = _csv(methods) or []
         if method:
             names.append(method)
+        if protocol == "rerank":
+            from benchmark.rerank import run_rerank
+
+            params = {}
+            for item in param or []:
+                key, sep, value = item.partition("=")
+                if not sep:
+                    raise ValueError(f"--param must be KEY=VALUE, got {item!r}")
+                try:
+                    params[key] = json.loads(value)
+                except json.JSONDecodeError:
+                    params[key] = value
+            result = run_rerank(
+                dataset=dataset, tracks=_csv(tracks), methods=names or None,
+                first_stage=first_stage, n_candidates=n_candidates, top_n=top_n,
+                max_users=max_users, seed=seed, data_dir=data_dir, results_dir=results_dir,
+                leaderboard_dir=leaderboard_dir, method_params=params, images=images,
+                progress=not quiet, echo=typer.echo)
+            typer.echo(f"{len(result['records'])} rerank records written under {results_dir}/")
+            return
         result = run_benchmark(
             dataset=dataset, tracks=_csv(tracks), methods=names or None, protocol=protocol,
             seed=seed, data_dir=data_dir, results_dir=results_dir,
@@ -162,7 +207,8 @@ def data_synth(
 
 @data_app.command("import")
 def data_import(
-    source: Annotated[str, typer.Argument(help="imagegem or recbole.")],
+    source: Annotated[str, typer.Argument(
+        help="imagegem, recbole, pamela or learn-user-pref.")],
     src: Annotated[Path, typer.Argument(help="Folder with the source files.")],
     out: Annotated[Path, typer.Option(help="Output folder.")],
     primary_only: Annotated[bool, typer.Option(help="imagegem: primary model files only.")]
@@ -171,17 +217,31 @@ def data_import(
         help="imagegem: comma-separated baseModel values to keep.")] = None,
     exclude_own_loras: Annotated[bool, typer.Option(
         help="imagegem: drop generate rows of a user's own LoRAs.")] = False,
+    allow_pickle: Annotated[bool, typer.Option(
+        "--allow-pickle", help="learn-user-pref: unpickle the release's pickled pandas files "
+        "once (this runs code from them: trusted files only); later imports read parquet.")]
+    = False,
+    rating_scale: Annotated[str | None, typer.Option(
+        help="pamela: 'lo,hi' rating range to enforce.")] = None,
     quiet: Quiet = False,
 ) -> None:
-    """Convert a real data source (ImageGem release, RecBole atomic files) into the schema."""
+    """Convert a real data source (ImageGem, RecBole, PAMELA, learn-user-pref) into the schema."""
 
     def body() -> None:
         from benchmark import api
 
-        options = {}
+        options: dict = {}
         if source == "imagegem":
             options = {"primary_only": primary_only, "base_models": _csv(base_model),
                        "exclude_own_loras": exclude_own_loras}
+        elif source == "learn-user-pref":
+            options = {"allow_pickle": allow_pickle}
+        elif source == "pamela" and rating_scale:
+            try:
+                lo, hi = (float(x) for x in rating_scale.split(","))
+            except ValueError:
+                raise ValueError(f"--rating-scale must be 'lo,hi', got {rating_scale!r}") from None
+            options = {"rating_scale": (lo, hi)}
         ds = api.import_data(source, src, out, progress=not quiet, **options)
         typer.echo(json.dumps(api.info(ds.path), indent=2))
 
@@ -357,6 +417,60 @@ def embed(
                         batch_size=batch_size, device=device, progress=not quiet)
         typer.echo(f"{res['rows']} {res['kind']} embeddings (d={res['dim']}) in {res['path']}"
                    f"; {res['missing_count']} unreadable, listed in {res['kind']}.json")
+
+    _guard(body)
+
+
+judge_app = typer.Typer(help="Fit, save and apply preference judges (for the lora-edit track).",
+                        no_args_is_help=True)
+app.add_typer(judge_app, name="judge")
+
+
+@judge_app.command("fit")
+def judge_fit(
+    method: Annotated[str, typer.Option(help="A preference method (e.g. user-embedding).")],
+    out: Annotated[Path, typer.Option(help="Judge folder to write.")],
+    dataset: Annotated[str, typer.Option(help="Registered data set name or a data set folder.")]
+    = "synthetic-small",
+    k: Annotated[str, typer.Option(help="Judgements of held-out users the judge sees.")]
+    = "all",
+    seed: Annotated[int, typer.Option(help="Seed of data, split and method.")] = 0,
+    data_dir: Annotated[Path, typer.Option(help="Where built data sets and splits live.")]
+    = Path("data"),
+) -> None:
+    """Fit a preference method on the preference split's training pairs and save it."""
+
+    def body() -> None:
+        from benchmark import api
+
+        out_dir, metrics = api.fit_judge(method, out, dataset=dataset, k=k, seed=seed,
+                                         data_dir=data_dir)
+        typer.echo(f"judge {method} written to {out_dir}; test accuracy "
+                   f"{metrics['accuracy']:.4f}, held-out users "
+                   f"{metrics.get('accuracy_unseen', float('nan')):.4f}")
+
+    _guard(body)
+
+
+@judge_app.command("score")
+def judge_score(
+    judge: Annotated[Path, typer.Argument(help="A judge folder (gembench judge fit).")],
+    pairs: Annotated[Path, typer.Option(
+        help="Parquet/CSV with user_id, image_a, image_b (pairs) or user_id, image_id.")],
+    out: Annotated[Path | None, typer.Option(help="Write the scores here (parquet/csv).")]
+    = None,
+    dataset_path: Annotated[Path | None, typer.Option(
+        help="Where the judge's data set lives now (if moved).")] = None,
+) -> None:
+    """Score pairs (d = s(u,a) - s(u,b), p(a)) or (user, image) utilities with a saved judge."""
+
+    def body() -> None:
+        from benchmark import api
+
+        scored = api.score_with_judge(judge, pairs, out=out, dataset_path=dataset_path)
+        typer.echo(scored.head(20).to_string(index=False))
+        if out is not None:
+            typer.echo(f"{len(scored)} rows written to {out}")
 
     _guard(body)
 

@@ -26,10 +26,25 @@ from benchmark.significance import ALPHA, TEST_DESCRIPTIONS, compare_with_best
 TABLE_METRICS = ("recall@10", "recall@20", "recall@50", "ndcg@10", "ndcg@20", "ndcg@50",
                  "hit@10", "mrr@10")
 SORT_METRIC = "ndcg@10"
+#: the columns and sort metric of each non-ranking track's tables (ranking tracks: the above)
+TRACK_METRICS: dict[str, tuple[str, ...]] = {
+    "preference": ("accuracy", "accuracy_seen", "accuracy_unseen", "user_accuracy",
+                   "user_accuracy_unseen", "auc", "auc_unseen", "accuracy_plain"),
+}
+TRACK_METRICS["lora-edit"] = ("gain", "win_rate", "fidelity", "distance")
+TRACK_SORT_METRIC: dict[str, str] = {"preference": "accuracy", "lora-edit": "gain"}
+
+
+def table_metrics(track: str) -> tuple[str, ...]:
+    return TRACK_METRICS.get(track, TABLE_METRICS)
+
+
+def sort_metric(track: str) -> str:
+    return TRACK_SORT_METRIC.get(track, SORT_METRIC)
 TEST = "wilcoxon"
 DAGGER = "†"
 #: metrics where higher is not simply better: no "best", no significance test
-NOT_RANKED = ("avg_popularity",)
+NOT_RANKED = ("avg_popularity", "distance")  # distance: a cost of editing, not a score
 
 
 def _ranked(metric: str) -> bool:
@@ -81,7 +96,8 @@ def build_tables(results_dir: str | os.PathLike, test: str = TEST
                 }
             )
         _add_significance(rows, vectors, test)
-        rows.sort(key=lambda row: (-row["metrics"].get(SORT_METRIC, 0.0), row["method"]))
+        key = sort_metric(track)
+        rows.sort(key=lambda row: (-row["metrics"].get(key, 0.0), row["method"]))
         first = members[0][1]
         tables.append(
             {
@@ -93,6 +109,8 @@ def build_tables(results_dir: str | os.PathLike, test: str = TEST
                 "gembench_version": __version__,
                 "interval_method": first.get("interval_method"),
                 "significance_test": significance_note(test),
+                "metrics": list(table_metrics(track)),
+                "sort_metric": key,
                 "rows": rows,
             }
         )
@@ -100,7 +118,7 @@ def build_tables(results_dir: str | os.PathLike, test: str = TEST
 
 
 #: rows shown for reference (the synthetic truth), left out of "best" and of the tests
-REFERENCE_METHODS = frozenset({"oracle"})
+REFERENCE_METHODS = frozenset({"oracle", "oracle-direction"})
 
 
 def _reference_note(table: dict[str, Any]) -> str:
@@ -154,8 +172,9 @@ def provenance(table: dict[str, Any]) -> str:
             f"split fingerprint {table['split_fingerprint'][:16]}.")
 
 
-def to_markdown(table: dict[str, Any], metrics: tuple[str, ...] = TABLE_METRICS) -> str:
+def to_markdown(table: dict[str, Any], metrics: tuple[str, ...] | None = None) -> str:
     """One table as Markdown, with intervals, significance marks and provenance."""
+    metrics = tuple(metrics or table.get("metrics") or table_metrics(table["track"]))
     header = ["method", *metrics, "users"]
     lines = [
         f"## {table['track']} — {table['dataset']} ({table['protocol']} split)",
@@ -169,10 +188,10 @@ def to_markdown(table: dict[str, Any], metrics: tuple[str, ...] = TABLE_METRICS)
     lines += [
         "",
         f"Mean over evaluated users; in brackets the 95% interval ({table['interval_method']}). "
-        f"Sorted by {SORT_METRIC}.",
+        f"Sorted by {table.get('sort_metric', sort_metric(table['track']))}.",
         f"Bold: best per metric; {DAGGER}: not significantly different from the best "
-        f"({table.get('significance_test', significance_note())}). `oracle` (the synthetic "
-        "truth) is a reference ceiling, left out of the comparison.",
+        f"({table.get('significance_test', significance_note())}). "
+        + _reference_note(table).replace("\\_", "_").rstrip(),
         provenance(table),
         "",
     ]
@@ -249,17 +268,21 @@ def to_latex(table: dict[str, Any], metrics: list[str] | tuple[str, ...],
 
 # --------------------------------------------------------------------------- HTML
 
-def _svg_plot(table: dict[str, Any], metric: str = SORT_METRIC) -> str:
+def _svg_plot(table: dict[str, Any], metric: str | None = None) -> str:
     """Mean with its 95% interval per method, as a horizontal dot-and-whisker SVG."""
+    metric = metric or table.get("sort_metric") or sort_metric(table["track"])
     rows = [r for r in table["rows"] if metric in r["metrics"]]
     label_w, plot_w, row_h, top, bottom = 150, 420, 22, 28, 34
     height = top + row_h * len(rows) + bottom
     width = label_w + plot_w + 20
     highs = [r["intervals"].get(metric, [0.0, r["metrics"][metric]])[1] for r in rows]
     xmax = max([*highs, *(r["metrics"][metric] for r in rows), 1e-9]) * 1.05
+    lows = [r["intervals"].get(metric, [r["metrics"][metric]] * 2)[0] for r in rows]
+    xmin = min([0.0, *lows, *(r["metrics"][metric] for r in rows)])
+    xmin = xmin * 1.05 if xmin < 0 else 0.0  # negative values (a loss of gain) are drawn
 
     def x(v: float) -> float:
-        return label_w + plot_w * max(0.0, v) / xmax
+        return label_w + plot_w * (v - xmin) / (xmax - xmin)
 
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="plot" width="{width}" '
              f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
@@ -268,7 +291,7 @@ def _svg_plot(table: dict[str, Any], metric: str = SORT_METRIC) -> str:
              f'{html.escape(metric)} (mean, 95% interval)</text>']
     axis_y = top + row_h * len(rows)
     for i in range(6):
-        v = xmax * i / 5
+        v = xmin + (xmax - xmin) * i / 5
         parts.append(f'<line x1="{x(v):.1f}" y1="{top - 4}" x2="{x(v):.1f}" y2="{axis_y}" '
                      f'stroke="#ddd"/>'
                      f'<text x="{x(v):.1f}" y="{axis_y + 16}" font-size="11" '
@@ -349,10 +372,18 @@ document.body.setAttribute('data-rendered',String(data.length));
 """.strip()
 
 
-def to_html(tables: list[dict[str, Any]], metrics: tuple[str, ...] = TABLE_METRICS) -> str:
-    """One static page with every table (rendered and sorted by inline JS) and plots."""
+def to_html(tables: list[dict[str, Any]], metrics: tuple[str, ...] | None = None,
+            curves: list[dict[str, Any]] | None = None) -> str:
+    """One static page with every table (rendered and sorted by inline JS) and plots.
+
+    ``metrics`` overrides every table's own columns; ``curves`` (from :func:`build_curves`)
+    are drawn as line plots after the tables.
+    """
+    def cols(t: dict[str, Any]) -> tuple[str, ...]:
+        return tuple(metrics or t.get("metrics") or table_metrics(t["track"]))
+
     payload = [
-        {"metrics": list(metrics),
+        {"metrics": list(cols(t)),
          "rows": [{k: row[k] for k in ("method", "metrics", "intervals", "significance",
                                        "n_users_evaluated")} for row in t["rows"]]}
         for t in tables
@@ -361,7 +392,7 @@ def to_html(tables: list[dict[str, Any]], metrics: tuple[str, ...] = TABLE_METRI
     sections = []
     for i, t in enumerate(tables):
         title = f"{t['track']} — {t['dataset']} ({t['protocol']} split)"
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in ["method", *metrics, "users"])
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in ["method", *cols(t), "users"])
         sections.append(
             f'<section id="{html.escape(t["dataset"])}-{html.escape(t["protocol"])}-'
             f'{html.escape(t["track"])}">\n<h2>{html.escape(title)}</h2>\n'
@@ -371,7 +402,7 @@ def to_html(tables: list[dict[str, Any]], metrics: tuple[str, ...] = TABLE_METRI
             f'({html.escape(str(t["interval_method"]))}). Click a header to sort. '
             f'Bold: best per metric; {DAGGER}: not significantly different from the best '
             f'({html.escape(t.get("significance_test", significance_note()))}). '
-            f'oracle (the synthetic truth) is a reference ceiling, left out of the comparison.<br>'
+            f'{html.escape(_reference_note(t).replace(chr(92) + "_", "_"))}<br>'
             f'{html.escape(provenance(t))}</p>\n{_svg_plot(t)}\n</section>')
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
@@ -381,9 +412,186 @@ def to_html(tables: list[dict[str, Any]], metrics: tuple[str, ...] = TABLE_METRI
         "</p>\n<noscript><p>The tables need JavaScript; the Markdown and JSON files next to "
         "this page hold the same numbers.</p></noscript>\n"
         + "\n".join(sections)
+        + "".join(f'\n<section id="curve-{html.escape(c["id"])}">\n<h2>{html.escape(c["title"])}'
+                  f'</h2>\n<p class="note">{html.escape(c["note"])}</p>\n{curve_svg(c)}\n'
+                  "</section>" for c in curves or [])
         + f'\n<script type="application/json" id="lb-data">{data}</script>\n'
         f"<script>\n{_JS}\n</script>\n</body>\n</html>\n"
     )
+
+
+# --------------------------------------------------------------------------- curves
+
+_CURVE_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b",
+                  "#e377c2", "#7f7f7f", "#bcbd22")
+
+
+def _k_order(k: str) -> tuple[int, float]:
+    return (1, 0.0) if k == "all" else (0, float(k))
+
+
+def build_curves(tables: list[dict[str, Any]], metric: str = "accuracy_unseen"
+                 ) -> list[dict[str, Any]]:
+    """Accuracy-vs-k curves of the preference track, one per (data set, pair protocol).
+
+    The tables of one curve are the ``<protocol>-k<k>`` tables of one data set; a point is a
+    method's ``metric`` (default: accuracy on held-out users, who see only k of their own
+    judgements) with its 95% interval.
+    """
+    groups: dict[tuple[str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
+    for t in tables:
+        base, sep, k = t["protocol"].rpartition("-k")
+        if t["track"] == "preference" and sep and (k == "all" or k.isdigit()):
+            groups[(t["dataset"], base)][k] = t
+    curves = []
+    for (dataset, base), by_k in sorted(groups.items()):
+        ks = sorted(by_k, key=_k_order)
+        methods = sorted({r["method"] for t in by_k.values() for r in t["rows"]})
+        series = []
+        for method in methods:
+            points = []
+            for i, k in enumerate(ks):
+                row = next((r for r in by_k[k]["rows"] if r["method"] == method), None)
+                if row is None or metric not in row["metrics"]:
+                    continue
+                lo, hi = row["intervals"].get(metric, [row["metrics"][metric]] * 2)
+                points.append([i, row["metrics"][metric], lo, hi])
+            if points:
+                series.append({"name": method, "points": points})
+        curves.append({
+            "id": f"{dataset}-{base}-preference-vs-k", "dataset": dataset, "protocol": base,
+            "track": "preference", "metric": metric, "x_label": "k (judgements of a held-out "
+            "user the model sees)", "x_ticks": ks, "y_label": metric, "series": series,
+            "title": f"preference — {dataset}: {metric} vs k",
+            "note": "Held-out users: none of their pairs are in training; the model sees k of "
+                    "their training judgements (nested sets). Mean over their test pairs with "
+                    "the 95% interval (bootstrap over users).",
+        })
+    return curves + _edit_curves(tables)
+
+
+def _edit_curves(tables: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Gain-vs-fidelity curves of the lora-edit track: one point per (method, step)."""
+    curves = []
+    for t in tables:
+        if t["track"] != "lora-edit":
+            continue
+        series = []
+        for row in sorted(t["rows"], key=lambda r: r["method"]):
+            steps = sorted(float(m.partition("@")[2]) for m in row["metrics"]
+                           if m.startswith("gain@"))
+            points = []
+            for step in steps:
+                key = f"{step:g}"
+                gain, fid = row["metrics"].get(f"gain@{key}"), row["metrics"].get(
+                    f"fidelity@{key}")
+                if gain is None or fid is None:
+                    continue
+                lo, hi = row["intervals"].get(f"gain@{key}", [gain, gain])
+                points.append([fid, gain, lo, hi, step])
+            if points:
+                series.append({"name": row["method"], "points": points})
+        curves.append({
+            "id": f"{t['dataset']}-{t['protocol']}-lora-edit-gain-vs-fidelity",
+            "dataset": t["dataset"], "protocol": t["protocol"], "track": "lora-edit",
+            "metric": "gain", "x_name": "fidelity", "x_label": "fidelity (cosine of the "
+            "edit's renders to the original's; 1 = unchanged)", "x_ticks": None,
+            "y_label": "preference gain", "series": series,
+            "title": f"lora-edit — {t['dataset']}: preference gain vs fidelity",
+            "note": "One point per step size (larger steps: lower fidelity); gain = judge score "
+                    "of the edit minus the original's, mean over users with its 95% interval.",
+        })
+    return curves
+
+
+def curve_svg(curve: dict[str, Any]) -> str:
+    """A line plot with interval whiskers; x is categorical (ticks) or numeric."""
+    left, plot_w, plot_h, top, legend_w = 56, 420, 220, 26, 170
+    width, height = left + plot_w + legend_w, top + plot_h + 44
+    pts = [p for s in curve["series"] for p in s["points"]]
+    ticks = curve.get("x_ticks")
+    xs = [p[0] for p in pts] or [0.0]
+    x0, x1 = (0.0, max(len(ticks) - 1, 1)) if ticks else (min(xs), max(xs))
+    if x1 == x0:
+        x1 = x0 + 1.0
+    ys = [v for p in pts for v in p[1:4]] or [0.0, 1.0]
+    y0, y1 = min(ys), max(ys)
+    pad = (y1 - y0) * 0.08 or 0.05
+    y0, y1 = y0 - pad, y1 + pad
+
+    def px(v: float) -> float:
+        return left + plot_w * (v - x0) / (x1 - x0)
+
+    def py(v: float) -> float:
+        return top + plot_h * (1 - (v - y0) / (y1 - y0))
+
+    label = html.escape(curve["title"])
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="curve" width="{width}" '
+             f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
+             f'aria-label="{label}">']
+    for i in range(5):
+        v = y0 + (y1 - y0) * i / 4
+        parts.append(f'<line x1="{left}" y1="{py(v):.1f}" x2="{left + plot_w}" '
+                     f'y2="{py(v):.1f}" stroke="#eee"/><text x="{left - 6}" y="{py(v) + 4:.1f}" '
+                     f'font-size="11" text-anchor="end">{v:.3f}</text>')
+    grid = [x0 + (x1 - x0) * i / 4 for i in range(5)]
+    xt = list(enumerate(ticks)) if ticks else [(v, f"{v:.3g}") for v in grid]
+    for v, text in xt:
+        parts.append(f'<text x="{px(v):.1f}" y="{top + plot_h + 16}" font-size="11" '
+                     f'text-anchor="middle">{html.escape(str(text))}</text>')
+    parts.append(f'<text x="{left + plot_w / 2}" y="{height - 6}" font-size="12" '
+                 f'text-anchor="middle">{html.escape(curve["x_label"])}</text>'
+                 f'<text x="12" y="{top + plot_h / 2}" font-size="12" text-anchor="middle" '
+                 f'transform="rotate(-90 12 {top + plot_h / 2})">'
+                 f'{html.escape(curve["y_label"])}</text>'
+                 f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" '
+                 f'stroke="#333"/>')
+    for j, series in enumerate(curve["series"]):
+        colour = _CURVE_COLOURS[j % len(_CURVE_COLOURS)]
+        name = html.escape(series["name"])
+        path = " ".join(f"{px(p[0]):.1f},{py(p[1]):.1f}" for p in series["points"])
+        parts.append(f'<g class="series" data-method="{name}">'
+                     f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        for p in series["points"]:
+            parts.append(f'<line x1="{px(p[0]):.1f}" y1="{py(p[2]):.1f}" x2="{px(p[0]):.1f}" '
+                         f'y2="{py(p[3]):.1f}" stroke="{colour}"/>'
+                         f'<circle cx="{px(p[0]):.1f}" cy="{py(p[1]):.1f}" r="3" fill="{colour}">'
+                         f'<title>{name}: {p[1]:.4f} ({p[2]:.4f}–{p[3]:.4f})</title></circle>')
+        ly = top + 14 + 18 * j
+        parts.append(f'<line x1="{left + plot_w + 12}" y1="{ly - 4}" x2="{left + plot_w + 30}" '
+                     f'y2="{ly - 4}" stroke="{colour}" stroke-width="2"/>'
+                     f'<text x="{left + plot_w + 36}" y="{ly}" font-size="12">{name}</text></g>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def curve_markdown(curve: dict[str, Any]) -> str:
+    """The points of a curve as a Markdown table.
+
+    Categorical x (k): one row per method, one column per tick. Numeric x (fidelity): one
+    row per point, in each method's order (step sizes ascending).
+    """
+    ticks = curve.get("x_ticks")
+    lines = [f"## {curve['title']}", ""]
+    if ticks:
+        xs = [str(t) for t in ticks]
+        lines += ["| method | " + " | ".join(f"{curve.get('x_name', 'k')}={x}" for x in xs)
+                  + " |", "|---|" + "---:|" * len(xs)]
+        for series in curve["series"]:
+            cells = {str(ticks[int(p[0])]): f"{p[1]:.4f} ({p[2]:.4f}–{p[3]:.4f})"
+                     for p in series["points"]}
+            lines.append(f"| {series['name']} | "
+                         + " | ".join(cells.get(x, "–") for x in xs) + " |")
+    else:
+        lines += [f"| method | step | {curve.get('x_name', 'x')} | {curve['y_label']} "
+                  "(95% interval) |", "|---|---:|---:|---:|"]
+        for series in curve["series"]:
+            for p in series["points"]:
+                step = f"{p[4]:g}" if len(p) > 4 else ""
+                lines.append(f"| {series['name']} | {step} | {p[0]:.4f} | "
+                             f"{p[1]:.4f} ({p[2]:.4f}–{p[3]:.4f}) |")
+    lines += ["", curve["note"], ""]
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- files
@@ -400,8 +608,16 @@ def write_leaderboards(results_dir: str | os.PathLike, out_dir: str | os.PathLik
         atomic_write_text(md, to_markdown(table))
         atomic_write_text(js, json.dumps(table, indent=1, sort_keys=True) + "\n")
         written += [md, js]
+    curves = build_curves(tables)
+    for curve in curves:
+        folder = Path(out_dir) / curve["dataset"] / curve["protocol"]
+        stem = f"{curve['track']}-{curve['metric']}-vs-{curve.get('x_name', 'k')}"
+        for path, text in ((folder / f"{stem}.md", curve_markdown(curve)),
+                           (folder / f"{stem}.svg", curve_svg(curve) + "\n")):
+            atomic_write_text(path, text)
+            written.append(path)
     index = Path(out_dir) / "index.html"
-    atomic_write_text(index, to_html(tables))
+    atomic_write_text(index, to_html(tables, curves=curves))
     written.append(index)
     return written, tables, notes
 

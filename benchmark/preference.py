@@ -380,8 +380,8 @@ def evaluate_preference(
     metrics = {m: (v if np.isfinite(v) else float("nan")) for m, v in metrics.items()}
     record = make_record(
         track=TRACK,
-        dataset={"name": dataset.name if dataset is not None
-                 else str(split.meta.get("dataset") or "pairs")},
+        dataset=dataset_info(dataset) if dataset is not None
+        else {"name": str(split.meta.get("dataset") or "pairs")},
         split={"protocol": f"{split.meta.get('protocol', 'per-user-pairs')}-k{k}",
                "fingerprint": split.fingerprint, "k": k, "few_shot_users": who,
                "params": split.meta.get("params", {})},
@@ -390,7 +390,8 @@ def evaluate_preference(
         per_user={c: per_user[c].to_numpy(float)
                   for c in ("user_accuracy", "user_accuracy_plain")},
         user_ids=per_user["user_id"].tolist(),
-        counts={"n_users": int(len(per_user)), "n_users_unseen": int(per_user["unseen"].sum()),
+        counts={"n_users_evaluated": int(len(per_user)), "n_users": int(len(per_user)),
+                "n_users_unseen": int(per_user["unseen"].sum()),
                 "n_pairs_train": int(len(train)), "n_pairs_test": int(len(test))},
         seed=seed,
         timing={"fit": t1 - t0, "score": t2 - t1},
@@ -403,6 +404,75 @@ def evaluate_preference(
         path = write_record(record, record_path(results_dir, record))
     return {"metrics": metrics, "intervals": intervals, "per_user": per_user,
             "tie_threshold": tie, "record": record, "path": path}
+
+
+def dataset_info(dataset: Dataset) -> dict[str, Any]:
+    """Name, path and files checksum of a data set, as ranking records carry them."""
+    return {"name": dataset.name, "path": str(Path(dataset.path).resolve()),
+            "files_sha256": hashlib.sha256(json.dumps(dataset.meta.get("files", {}),
+                                                      sort_keys=True).encode()).hexdigest()}
+
+
+def prepare_preference_split(dataset: Dataset, data_dir: str | os.PathLike = "data",
+                             seed: int = 0, **params: Any) -> PreferenceSplit:
+    """The preference split of ``dataset``, cached under ``data_dir/splits`` and reused."""
+    key = hashlib.sha256(json.dumps([dataset.meta.get("files", {}), seed, params],
+                                    sort_keys=True, default=list).encode()).hexdigest()[:12]
+    path = Path(data_dir) / "splits" / dataset.name / f"per-user-pairs-{key}"
+    if (path / "split.json").is_file():
+        return load_preference_split(path)
+    split = make_preference_split(dataset, seed=seed, **params)
+    split.save(path)
+    return split
+
+
+def run_preference(
+    dataset: Dataset,
+    methods: list[str] | None = None,
+    ks: Iterable[int | str] = DEFAULT_KS,
+    *,
+    seed: int = 0,
+    data_dir: str | os.PathLike = "data",
+    results_dir: str | os.PathLike = "results",
+    n_boot: int = N_BOOTSTRAP,
+    echo: Callable[[str], Any] = print,
+) -> tuple[list[Path], list[tuple[str, str, str]]]:
+    """Every (method, k) of the preference track on ``dataset``: one record each.
+
+    The split protocol of a record is ``per-user-pairs-k<k>``, so each k is its own
+    leaderboard table and the accuracy-vs-k curve is drawn across them. Returns (record
+    paths, skipped (track, method, why)).
+    """
+    import inspect
+
+    from benchmark.errors import NotApplicable
+    from benchmark.registry import METHODS, resolve_method
+
+    if not dataset.has_table("preferences"):
+        return [], [(TRACK, "*", "the data set has no preferences table")]
+    split = prepare_preference_split(dataset, data_dir, seed=seed)
+    side = SideInfo(dataset=dataset, item_kind="image", seed=seed)
+    names = methods or [n for n, spec in METHODS.items() if spec.runs_by_default(TRACK)]
+    written, skipped = [], []
+    for name in names:
+        display, cls = resolve_method(name, track=TRACK)
+        takes_seed = "seed" in inspect.signature(cls.__init__).parameters
+        for k in ks:
+            method = cls(seed=seed) if takes_seed else cls()
+            try:
+                out = evaluate_preference(method, split, k, side=side, dataset=dataset,
+                                          method_name=display, results_dir=results_dir,
+                                          seed=seed, n_boot=n_boot)
+            except NotApplicable as e:
+                echo(f"skipped {display} on {TRACK}: {e}")
+                skipped.append((TRACK, display, str(e)))
+                break
+            m, t = out["metrics"], out["record"]["timing_s"]
+            echo(f"{TRACK:10s} {display:15s} k={k!s:4s} accuracy={m['accuracy']:.4f} "
+                 f"unseen={m.get('accuracy_unseen', float('nan')):.4f} "
+                 f"(fit {t['fit']:.1f}s, score {t['score']:.1f}s)")
+            written.append(out["path"])
+    return written, skipped
 
 
 def accuracy_vs_k(

@@ -26,9 +26,15 @@ class MethodSpec:
     tracks: tuple[str, ...]
     summary: str
     default: bool = True  # run by `gembench run` when no --methods is given
+    #: (track, "module:Class") pairs where one name means a different class per track
+    #: (``oracle``: the synthetic truth ranks items and also judges pairs)
+    track_targets: tuple[tuple[str, str], ...] = ()
 
     def runs_by_default(self, track: str) -> bool:
         return self.default and track in self.tracks
+
+    def target_for(self, track: str | None) -> str:
+        return dict(self.track_targets).get(track, self.target) if track else self.target
 
 
 METHODS: dict[str, MethodSpec] = {
@@ -58,8 +64,30 @@ METHODS: dict[str, MethodSpec] = {
                    "content: multi-interest profile (per-user k-means)"),
         MethodSpec("hybrid", "baselines.hybrid:Hybrid", ("lora-rec", "image-rec"),
                    "log(1 + CF score) + beta * content score, tuned"),
-        MethodSpec("oracle", "baselines.oracle:Oracle", ("lora-rec", "image-rec"),
-                   "the synthetic world's true utility (synthetic data only)"),
+        MethodSpec("oracle", "baselines.oracle:Oracle", ("lora-rec", "image-rec", "preference"),
+                   "the synthetic world's true utility (synthetic data only)",
+                   track_targets=(("preference", "baselines.pref_oracle:PreferenceOracle"),)),
+        # preference track: score(user_ids, image_ids) -> utility; pairs compare scores
+        MethodSpec("global-reward", "baselines.pref_global:GlobalReward", ("preference",),
+                   "one Bradley-Terry reward head on image embeddings for every user"),
+        MethodSpec("user-embedding", "baselines.pref_user:UserEmbedding", ("preference",),
+                   "global head plus a per-user vector (Bradley-Terry)"),
+        MethodSpec("vlm-rerank", "baselines.vlm_rerank:VLMReranker", ("lora-rec", "image-rec"),
+                   "a VLM reranks a first stage's top-N (needs images and weights)",
+                   default=False),
+        # lora-edit track: fit(bank, train) -> self; edit(user, lora, step) -> latent
+        *(MethodSpec(name, target, ("lora-edit",), summary) for name, target, summary in (
+            ("no-edit", "baselines.edit_none:NoEdit", "the unedited LoRA (gain 0 by design)"),
+            ("random-direction", "baselines.edit_random:RandomDirection",
+             "a random latent direction, same step size"),
+            ("global-direction", "baselines.edit_global:GlobalDirection",
+             "direction separating used LoRAs from the bank, for everybody"),
+            ("user-direction", "baselines.edit_user:UserDirection",
+             "per-user linear discriminant in the PCA space (ImageGem / weights2weights)"),
+            ("judge-gradient", "baselines.edit_judge:JudgeGradient",
+             "trust-region ascent on a fitted preference model of the user"),
+            ("oracle-direction", "baselines.edit_oracle:OracleDirection",
+             "the user's true taste direction (synthetic data only)"))),
         # any RecBole model runs as recbole:<Model>; these four are tested (docs/recbole.md)
         *(MethodSpec(f"recbole:{model}", "baselines.recbole_adapter:RecBoleModel",
                      ("lora-rec", "image-rec"), f"RecBole's {model}, scored by the engine",
@@ -79,6 +107,9 @@ DATASETS: dict[str, str] = {
 SOURCES: dict[str, str] = {
     "imagegem": "the ImageGem release (ImageGem-images + ImageGem-models tables)",
     "recbole": "RecBole atomic files (.inter, .item, .user), e.g. MovieLens-100K",
+    "pamela": "PAMELA personal ratings (bethgelab/PAMELA annotations/*.json)",
+    "learn-user-pref": "Pick-a-Pic-derived user preferences of arXiv 2508.08220 (pickled "
+                       "pandas; needs --allow-pickle once)",
 }
 
 
@@ -94,15 +125,21 @@ def all_methods() -> dict[str, MethodSpec]:
     return {**_entry_point_methods(), **METHODS}
 
 
-def resolve_method(name: str) -> tuple[str, type[RankingMethod]]:
-    """A registered name, an entry point, or ``package.module:Class`` -> (name, class)."""
+def resolve_method(name: str, track: str | None = None) -> tuple[str, type[RankingMethod]]:
+    """A registered name, an entry point, or ``package.module:Class`` -> (name, class).
+
+    ``track`` picks the class of a name registered with a different class per track.
+    """
     methods = all_methods()
     if name.startswith("recbole:"):  # any RecBole model by name; torch loads only on fit
         from baselines.recbole_adapter import for_model
 
         return name, for_model(name.partition(":")[2])
     if name in methods:
-        target = methods[name].target
+        if track is not None and track not in methods[name].tracks:
+            raise KeyError(f"method {name!r} does not run on track {track!r}; it runs on "
+                           f"{list(methods[name].tracks)}")
+        target = methods[name].target_for(track)
     elif ":" in name:
         target = name
     else:

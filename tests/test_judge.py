@@ -1,0 +1,147 @@
+"""Judges (saved preference models), the preference run and the non-ranking leaderboards."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from baselines.pref_global import GlobalReward
+from baselines.pref_user import UserEmbedding
+from benchmark.cli import app
+from benchmark.data.synthetic import synthesize
+from benchmark.errors import DataError
+from benchmark.judge import load_judge, save_judge, score_pairs
+from benchmark.leaderboard import build_curves, curve_markdown, write_leaderboards
+from benchmark.preference import make_preference_split, pair_scores, run_preference
+from benchmark.protocols import SideInfo
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return synthesize("tiny", tmp_path_factory.mktemp("tiny") / "synthetic-tiny", seed=0,
+                      progress=False)
+
+
+@pytest.mark.parametrize("cls", [GlobalReward, UserEmbedding])
+def test_saved_judge_scores_exactly_like_the_fitted_model(tiny, tmp_path, cls):
+    split = make_preference_split(tiny, seed=0)
+    model = cls().fit(split.few_shot("all"), SideInfo(dataset=tiny, item_kind="image"))
+    path = save_judge(model, tmp_path / "judge", dataset=tiny, split=split)
+    meta = json.loads((path / "judge.json").read_text())
+    # the embedding matrix is a reference into the data set, not a copy
+    assert meta["state"]["emb_"]["kind"] == "dataset_memmap"
+    assert meta["split"]["fingerprint"] == split.fingerprint
+    loaded = load_judge(path)
+    assert type(loaded) is cls and loaded.get_params() == model.get_params()
+    np.testing.assert_array_equal(pair_scores(loaded, split.test), pair_scores(model, split.test))
+    scored = score_pairs(loaded, split.test)
+    assert list(scored.columns) == ["user_id", "image_a", "image_b", "score_diff", "p_a"]
+    np.testing.assert_allclose(scored["p_a"], 1 / (1 + np.exp(-scored["score_diff"])))
+
+
+def test_judge_save_replaces_atomically_and_load_refuses_bad_folders(tiny, tmp_path):
+    split = make_preference_split(tiny, seed=0)
+    model = GlobalReward().fit(split.few_shot("all"), SideInfo(dataset=tiny, item_kind="image"))
+    path = save_judge(model, tmp_path / "j", dataset=tiny)
+    save_judge(model, tmp_path / "j", dataset=tiny)  # overwrite in place
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["j"]
+    with pytest.raises(DataError, match="not a judge folder"):
+        load_judge(tmp_path / "nothing")
+    meta = json.loads((path / "judge.json").read_text())
+    meta["schema"] = "other/1"
+    (path / "judge.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="unknown judge schema"):
+        load_judge(path)
+    meta["schema"] = "gembench.judge/1"
+    (path / "judge.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="embeddings are missing"):
+        load_judge(path, dataset_path=tmp_path / "moved")
+
+
+def test_unsaveable_state_is_refused_with_the_attribute_named(tmp_path):
+    class Odd:
+        def get_params(self):
+            return {}
+
+    odd = Odd()
+    odd.model_ = object()
+    with pytest.raises(DataError, match="model_"):
+        save_judge(odd, tmp_path / "odd")
+    assert not (tmp_path / "odd").exists()
+
+
+def test_preference_run_writes_one_table_per_k_and_the_k_curve(tiny, tmp_path):
+    lines: list[str] = []
+    paths, skipped = run_preference(tiny, ["global-reward", "oracle"], ks=(0, 5, "all"),
+                                    data_dir=tmp_path / "data", results_dir=tmp_path / "res",
+                                    n_boot=50, echo=lines.append)
+    assert skipped == [] and len(paths) == 6 and len(lines) == 6
+    _, tables, notes = write_leaderboards(tmp_path / "res", tmp_path / "lb")
+    assert notes == []
+    assert sorted(t["protocol"] for t in tables) == ["per-user-pairs-k0", "per-user-pairs-k5",
+                                                     "per-user-pairs-kall"]
+    assert all(t["sort_metric"] == "accuracy" and "accuracy_unseen" in t["metrics"]
+               for t in tables)
+    (curve,) = build_curves(tables)
+    assert curve["x_ticks"] == ["0", "5", "all"]
+    oracle = next(s for s in curve["series"] if s["name"] == "oracle")
+    k0 = next(t for t in tables if t["protocol"] == "per-user-pairs-k0")
+    row = next(r for r in k0["rows"] if r["method"] == "oracle")
+    assert oracle["points"][0][:2] == [0, row["metrics"]["accuracy_unseen"]]
+    md = (tmp_path / "lb" / tiny.name / "per-user-pairs"
+          / "preference-accuracy_unseen-vs-k.md").read_text()
+    assert md == curve_markdown(curve) and "| method | k=0 | k=5 | k=all |" in md
+    page = (tmp_path / "lb" / "index.html").read_text()
+    assert 'id="curve-' in page and 'class="curve"' in page
+    # a data set without pairs is skipped with a reason, not an error
+    toy_paths, toy_skipped = run_preference(_no_pairs(tiny, tmp_path), ["global-reward"],
+                                            data_dir=tmp_path / "data",
+                                            results_dir=tmp_path / "res2")
+    assert toy_paths == [] and toy_skipped[0][2] == "the data set has no preferences table"
+
+
+def _no_pairs(ds, tmp_path: Path):
+    class NoPairs:
+        name, path, meta = ds.name, ds.path, ds.meta
+
+        def has_table(self, name: str) -> bool:
+            return name != "preferences"
+
+    return NoPairs()
+
+
+def test_edit_curve_is_gain_against_fidelity_per_step(tmp_path):
+    table = {"track": "lora-edit", "dataset": "d", "protocol": "p", "rows": [
+        {"method": "m", "metrics": {"gain@0.5": 1.0, "fidelity@0.5": 0.9, "gain@2": 3.0,
+                                    "fidelity@2": 0.6, "gain": 2.0},
+         "intervals": {"gain@0.5": [0.5, 1.5], "gain@2": [2.0, 4.0]}}]}
+    (curve,) = build_curves([table])
+    assert curve["series"] == [{"name": "m", "points": [[0.9, 1.0, 0.5, 1.5, 0.5],
+                                                        [0.6, 3.0, 2.0, 4.0, 2.0]]}]
+    assert "| m | 2 | 0.6000 | 3.0000 (2.0000–4.0000) |" in curve_markdown(curve)
+
+
+def test_cli_judge_fit_then_score(tiny, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "judge"
+    res = runner.invoke(app, ["judge", "fit", "--method", "global-reward", "--out", str(out),
+                              "--dataset", str(tiny.path), "--data-dir", str(tmp_path / "d")])
+    assert res.exit_code == 0, res.output
+    assert "test accuracy" in res.output
+    pairs = pd.read_parquet(Path(tiny.path) / "preferences.parquet").head(4)
+    pairs.to_parquet(tmp_path / "pairs.parquet")
+    res = runner.invoke(app, ["judge", "score", str(out), "--pairs",
+                              str(tmp_path / "pairs.parquet"), "--out",
+                              str(tmp_path / "scored.csv")])
+    assert res.exit_code == 0, res.output
+    scored = pd.read_csv(tmp_path / "scored.csv")
+    assert len(scored) == 4 and {"score_diff", "p_a"} <= set(scored.columns)
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame({"x": [1]}).to_csv(bad, index=False)
+    res = runner.invoke(app, ["judge", "score", str(out), "--pairs", str(bad)])
+    assert res.exit_code == 2 and "user_id, image_a, image_b" in res.output
