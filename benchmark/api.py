@@ -128,18 +128,37 @@ def reproduce(record: str | os.PathLike, data_dir: str | os.PathLike | None = No
     return _reproduce(record, data_dir=data_dir, progress=progress)
 
 
-def run(**kwargs: Any) -> dict[str, Any]:
-    """``gembench run``: see :func:`benchmark.runner.run_benchmark` for the arguments."""
+def run(engine: str = "local", address: str | None = None, **kwargs: Any) -> dict[str, Any]:
+    """``gembench run``: see :func:`benchmark.runner.run_benchmark` for the arguments.
+
+    ``engine="ray"`` runs each (track, method) as a Ray task on the cluster at ``address``
+    (``auto``, ``host:port``, or None for a local Ray); same records, same numbers.
+    """
+    if _engine(engine) == "ray":
+        from benchmark.distributed import ray_run_benchmark
+
+        return ray_run_benchmark(address=address, **kwargs)
     from benchmark.runner import run_benchmark
 
     return run_benchmark(**kwargs)
 
 
-def tune(**kwargs: Any) -> dict[str, Any]:
-    """``gembench tune``: see :func:`benchmark.tuning.tune` for the arguments."""
+def tune(engine: str = "local", address: str | None = None, **kwargs: Any) -> dict[str, Any]:
+    """``gembench tune``: see :func:`benchmark.tuning.tune` for the arguments
+    (``engine="ray"``: one Ray task per trial, same choice)."""
+    if _engine(engine) == "ray":
+        from benchmark.distributed import ray_tune
+
+        return ray_tune(address=address, **kwargs)
     from benchmark.tuning import tune as _tune
 
     return _tune(**kwargs)
+
+
+def _engine(engine: str) -> str:
+    if engine not in ("local", "ray"):
+        raise ValueError(f"unknown engine {engine!r}; choose local or ray")
+    return engine
 
 
 def leaderboard(results_dir: str | os.PathLike = "results",
@@ -172,9 +191,17 @@ def leaderboard(results_dir: str | os.PathLike = "results",
     return {"files": [], "tables": chosen, "notes": notes, "text": text}
 
 
-def embed(encoder: Any, out: str | os.PathLike, **kwargs: Any) -> dict[str, Any]:
+def embed(encoder: Any, out: str | os.PathLike, engine: str = "local",
+          address: str | None = None, gpus_per_worker: float | None = None,
+          **kwargs: Any) -> dict[str, Any]:
     """``gembench embed``: image / text embeddings into a resumable embedding store
-    (see :func:`benchmark.embed.embed` for the arguments)."""
+    (see :func:`benchmark.embed.embed` for the arguments). ``engine="ray"``: batches on
+    a pool of Ray actors (``workers`` of them), same store, resumable by either engine."""
+    if _engine(engine) == "ray":
+        from benchmark.distributed import ray_embed
+
+        return ray_embed(encoder, out, address=address, gpus_per_worker=gpus_per_worker,
+                         **kwargs)
     from benchmark.embed import embed as _embed
 
     return _embed(encoder, out, **kwargs)

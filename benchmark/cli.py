@@ -33,6 +33,10 @@ app.add_typer(loras_app, name="loras")
 app.add_typer(edit_app, name="edit")
 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+Engine = Annotated[str, typer.Option(
+    help="local (this process) or ray (a Ray cluster; see docs/ray.md).")]
+Address = Annotated[str | None, typer.Option(
+    help="ray: cluster address (auto or host:port); default: start a local Ray.")]
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -58,7 +62,8 @@ def _guard(fn):
 def run(
     dataset: Annotated[str, typer.Option(help="Registered data set name or a data set folder.")]
     = "synthetic-small",
-    tracks: Annotated[str, typer.Option(help="Comma-separated tracks.")] = "lora-rec,image-rec",
+    tracks: Annotated[str, typer.Option(
+        help="Comma-separated tracks: lora-rec, image-rec, preference.")] = "lora-rec,image-rec",
     methods: Annotated[str | None, typer.Option(
         help="Comma-separated method names or package.module:Class (default: all registered)."
     )] = None,
@@ -90,6 +95,8 @@ def run(
         help="rerank protocol: image folder or id,path table (vlm-rerank).")] = None,
     param: Annotated[list[str] | None, typer.Option(
         help="rerank protocol: method parameter KEY=VALUE (JSON value; repeatable).")] = None,
+    engine: Engine = "local",
+    address: Address = None,
 ) -> None:
     """Run methods on tracks: build data, split, evaluate, write records and leaderboards.
 
@@ -110,8 +117,8 @@ def run(
             for line in outcome["differences"][:20]:
                 typer.echo(f"  {line}")
             raise typer.Exit(1)
+        from benchmark import api
         from benchmark.leaderboard import to_markdown
-        from benchmark.runner import run_benchmark
 
         names = _csv(methods) or []
         if method:
@@ -136,15 +143,20 @@ def run(
                 progress=not quiet, echo=typer.echo)
             typer.echo(f"{len(result['records'])} rerank records written under {results_dir}/")
             return
-        result = run_benchmark(
-            dataset=dataset, tracks=_csv(tracks), methods=names or None, protocol=protocol,
+        result = api.run(
+            engine=engine, address=address, dataset=dataset, tracks=_csv(tracks),
+            methods=names or None, protocol=protocol,
             seed=seed, data_dir=data_dir, results_dir=results_dir,
             leaderboard_dir=leaderboard_dir, memory_budget_mb=memory_budget_mb,
             progress=not quiet, echo=typer.echo,
         )
         typer.echo("")
+        ran = set(_csv(tracks) or [])
         for table in result.get("tables", []):
-            if table["dataset"] == result["dataset"].name and table["protocol"] == protocol:
+            if table["dataset"] != result["dataset"].name or table["track"] not in ran:
+                continue
+            if table["protocol"] == protocol or (table["track"] == "preference"
+                                                 and table["protocol"].endswith("-kall")):
                 typer.echo(to_markdown(table))
         for note in result.get("notes", []):
             typer.echo(f"note: {note}")
@@ -170,13 +182,16 @@ def tune(
     tuned_dir: Annotated[Path | None, typer.Option(
         help="Where tuned parameters are stored (default: baselines/tuned).")] = None,
     quiet: Quiet = False,
+    engine: Engine = "local",
+    address: Address = None,
 ) -> None:
     """Random-search a method's hyper-parameters on the validation part (fit on train)."""
 
     def body() -> None:
         from benchmark import api
 
-        result = api.tune(track=track, method=method, budget=budget, dataset=dataset,
+        result = api.tune(engine=engine, address=address, track=track, method=method,
+                          budget=budget, dataset=dataset,
                           metric=metric, seed=seed, protocol=protocol, data_dir=data_dir,
                           tuned_dir=tuned_dir, progress=not quiet, echo=typer.echo)
         typer.echo(json.dumps({k: result[k] for k in
@@ -266,7 +281,8 @@ def split(
     protocol: Annotated[str, typer.Option(
         help="leave-last-out, temporal, random or cold-start.")] = "leave-last-out",
     out: Annotated[Path, typer.Option(help="Output split folder.")] = Path("split"),
-    tracks: Annotated[str, typer.Option(help="Comma-separated tracks.")] = "lora-rec,image-rec",
+    tracks: Annotated[str, typer.Option(
+        help="Comma-separated tracks: lora-rec, image-rec, preference.")] = "lora-rec,image-rec",
     test_ratio: Annotated[float, typer.Option(help="temporal/random: per-user test share.")]
     = 0.2,
     valid_ratio: Annotated[float, typer.Option(help="temporal/random: validation share.")] = 0.1,
@@ -405,6 +421,13 @@ def embed(
     device: Annotated[str | None, typer.Option(help="cpu / cuda (default: cuda if any).")]
     = None,
     quiet: Quiet = False,
+    engine: Engine = "local",
+    address: Address = None,
+    workers: Annotated[int | None, typer.Option(
+        help="ray: encoder actors (default 2); local: image-reading threads (default 4).")]
+    = None,
+    gpus_per_worker: Annotated[float | None, typer.Option(
+        help="ray: GPUs per actor (default: 1 where the cluster has GPUs, else 0).")] = None,
 ) -> None:
     """Compute L2-normalised embeddings of images or texts into a store; resumes after an
     interruption (finished batches are not recomputed)."""
@@ -414,7 +437,11 @@ def embed(
 
         res = api.embed(encoder, out, images=images, texts=texts, text_column=text_column,
                         id_column=id_column, path_column=path_column, kind=kind, name=name,
-                        batch_size=batch_size, device=device, progress=not quiet)
+                        batch_size=batch_size, device=device, progress=not quiet,
+                        engine=engine, address=address,
+                        **({"workers": workers} if workers is not None else {}),
+                        **({"gpus_per_worker": gpus_per_worker}
+                           if gpus_per_worker is not None else {}))
         typer.echo(f"{res['rows']} {res['kind']} embeddings (d={res['dim']}) in {res['path']}"
                    f"; {res['missing_count']} unreadable, listed in {res['kind']}.json")
 

@@ -26,7 +26,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -352,6 +352,45 @@ def read_store(out: str | os.PathLike, encoder: str, kind: str = "images",
     return arr, ids, meta
 
 
+#: (encoder, ids, items, images?, batch_size, first batch, end batch, workers) ->
+#: (batch index, positions read within the batch, their vectors or None, ids not readable)
+#: for each batch in [first, end), in order
+BatchResult = tuple[int, list[int], "np.ndarray | None", list[str]]
+BatchSource = Callable[..., Iterator[BatchResult]]
+
+
+def encode_batch(enc: Encoder, ids: Sequence[str], items: Sequence[Any], images: bool,
+                 load: Callable[..., Any] = map) -> tuple[list[int], np.ndarray | None, list[str]]:
+    """(positions read, their vectors, ids that could not be read) of one batch.
+
+    The one place a batch is computed, whichever engine runs it (``load`` maps
+    :func:`_load_image` over paths, e.g. a thread pool's ``map``).
+    """
+    if not images:
+        return list(range(len(items))), enc.encode_texts(list(items)), []
+    loaded = list(load(_load_image, items))
+    ok = [j for j, im in enumerate(loaded) if im is not None]
+    lost = [ids[j] for j, im in enumerate(loaded) if im is None]
+    vecs = enc.encode_images([loaded[j] for j in ok]) if ok else None
+    return ok, vecs, lost
+
+
+def local_batches(enc: Encoder, ids: Sequence[str], items: Sequence[Any], images: bool,
+                  batch_size: int, first: int, end: int, workers: int = 4
+                  ) -> Iterator[BatchResult]:
+    """Batches ``first`` .. ``end - 1`` computed in this process (images read by threads)."""
+    pool = ThreadPoolExecutor(max(1, workers)) if images else None
+    try:
+        for b in range(first, end):
+            lo, hi = b * batch_size, min(len(ids), (b + 1) * batch_size)
+            ok, vecs, lost = encode_batch(enc, ids[lo:hi], items[lo:hi], images,
+                                          pool.map if pool is not None else map)
+            yield b, ok, vecs, lost
+    finally:
+        if pool is not None:
+            pool.shutdown()
+
+
 def embed(
     encoder: str | Encoder,
     out: str | os.PathLike,
@@ -369,6 +408,7 @@ def embed(
     max_batches: int | None = None,
     on_batch: Callable[[int], None] | None = None,
     progress: bool = True,
+    compute: BatchSource | None = None,
 ) -> dict[str, Any]:
     """Embed images (``images``: folder or table) or texts (``texts``: table) into ``out``.
 
@@ -376,6 +416,9 @@ def embed(
     ``max_batches`` it stops after that many new batches (``complete`` False);
     ``on_batch(i)`` is called after batch ``i`` is flushed and recorded.
     Returns the store's metadata plus ``path``, ``complete`` and ``computed_batches``.
+    ``compute`` says where batches are computed (default :func:`local_batches`, in this
+    process); :func:`benchmark.distributed.ray_embed` passes Ray's. Writing, resume and
+    the final store are the same whatever computes the batches.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -442,24 +485,21 @@ def embed(
     missing: list[str] = list(state["missing"])
     computed = 0
     start_time = time.perf_counter()
-    pool = ThreadPoolExecutor(max(1, workers)) if images is not None else None
+    end = n_batches if max_batches is None else min(n_batches,
+                                                    state["done_batches"] + max(0, max_batches))
+    batch_source = compute or local_batches
+    batches = batch_source(enc, ids, items, images is not None, batch_size, state["done_batches"],
+                     end, workers)
     try:
         with progress_bar(total=n, desc=f"embed {kind}", unit="img" if images else "text",
                           enabled=progress) as bar:
             bar.update(min(n, state["done_batches"] * batch_size))
-            for b in range(state["done_batches"], n_batches):
-                if max_batches is not None and computed >= max_batches:
-                    break
+            for b, ok, vecs, lost in batches:
+                if b != state["done_batches"]:
+                    raise EmbedError(f"batch {b} arrived out of order "
+                                     f"(expected {state['done_batches']})")
                 lo, hi = b * batch_size, min(n, (b + 1) * batch_size)
-                if pool is not None:
-                    loaded = list(pool.map(_load_image, items[lo:hi]))
-                    ok = [j for j, im in enumerate(loaded) if im is not None]
-                    missing.extend(ids[lo + j] for j, im in enumerate(loaded) if im is None)
-                    batch_items = [loaded[j] for j in ok]
-                    vecs = enc.encode_images(batch_items) if batch_items else None
-                else:
-                    ok = list(range(hi - lo))
-                    vecs = enc.encode_texts(items[lo:hi])
+                missing.extend(lost)
                 if vecs is not None and mm is None:
                     state["dim"] = int(vecs.shape[1])
                     mm = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32,
@@ -477,8 +517,9 @@ def embed(
                 if on_batch is not None:
                     on_batch(b)
     finally:
-        if pool is not None:
-            pool.shutdown()
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
     seconds = time.perf_counter() - start_time
 
     if state["done_batches"] < n_batches:

@@ -109,6 +109,78 @@ def run_method(
     return evaluation, {"fit": t1 - t0, "evaluate": t2 - t1}
 
 
+def plan_runs(
+    dataset: str | os.PathLike,
+    tracks: list[str] | None,
+    methods: list[str] | None,
+    protocol: str,
+    seed: int,
+    data_dir: str | os.PathLike,
+    progress: bool = True,
+) -> tuple[Dataset, Split, list[tuple[str, list[str], InteractionData, sp.csr_matrix, SideInfo]],
+           list[tuple[str, str, str]]]:
+    """(data set, split, [(track, method names, fit, relevant, side)], skipped tracks).
+
+    The part of a run both engines share: everything before the (track, method) runs.
+    """
+    ds = resolve_dataset(dataset, data_dir, seed=seed, progress=progress)
+    requested = tracks or ["lora-rec", "image-rec"]
+    tracks = [t for t in requested if t not in PAIR_TRACKS]
+    if not tracks:  # only pair tracks: no ranking split to build
+        return ds, None, [], []
+    for name in tracks:
+        get_track(name)
+    _check_methods_known(methods, requested)
+    config = SplitConfig(protocol=protocol, tracks=tuple(tracks), seed=seed)
+    split = prepare_split(ds, config, data_dir, progress=progress)
+    plan, skipped = [], []
+    for track_name in tracks:
+        track = get_track(track_name)
+        if split.meta["tracks"].get(track_name, {}).get("interaction_kind") is None:
+            skipped.append((track_name, "*", "the data set has no interactions for this track"))
+            continue
+        fit, relevant = track_data(split, track.item_kind, "test")
+        side = SideInfo(dataset=ds, item_kind=track.item_kind, seed=seed)
+        names = ([n for n in methods if n not in METHODS or track_name in METHODS[n].tracks]
+                 if methods else [n for n, spec in METHODS.items()
+                                  if spec.runs_by_default(track_name)])
+        plan.append((track_name, list(names), fit, relevant, side))
+    return ds, split, plan, skipped
+
+
+#: tracks judged on pairs, not by ranking: they run through their own module
+PAIR_TRACKS = ("preference",)
+
+
+def _check_methods_known(methods: list[str] | None, tracks: list[str]) -> None:
+    """A registered method named with --methods must run on at least one requested track."""
+    for name in methods or []:
+        spec = METHODS.get(name)
+        if spec is not None and not set(spec.tracks) & set(tracks):
+            raise KeyError(f"method {name!r} runs on {list(spec.tracks)}, not on the requested "
+                           f"tracks {tracks}")
+
+
+def run_pair_tracks(ds: Dataset, tracks: list[str] | None, methods: list[str] | None, *,
+                    seed: int, data_dir: str | os.PathLike, results_dir: str | os.PathLike,
+                    echo=print) -> tuple[list[Path], list[tuple[str, str, str]]]:
+    """The requested tracks of :data:`PAIR_TRACKS` (preference: every method x k), locally."""
+    from benchmark.preference import run_preference
+
+    written: list[Path] = []
+    skipped: list[tuple[str, str, str]] = []
+    if "preference" in (tracks or []):
+        names = ([n for n in methods if n not in METHODS or "preference" in METHODS[n].tracks]
+                 if methods else None)
+        if methods and not names:
+            return written, [("preference", "*", "none of the requested methods runs on it")]
+        paths, skips = run_preference(ds, names, seed=seed, data_dir=data_dir,
+                                      results_dir=results_dir, echo=echo)
+        written += paths
+        skipped += skips
+    return written, skipped
+
+
 def run_benchmark(
     dataset: str | os.PathLike = "synthetic-small",
     tracks: list[str] | None = None,
@@ -129,70 +201,93 @@ def run_benchmark(
     when they were tuned on this split (same fingerprint); ``tuned_dir`` defaults to
     ``baselines/tuned``.
     """
-    from benchmark.tuning import tuned_params_for
-
-    ds = resolve_dataset(dataset, data_dir, seed=seed, progress=progress)
-    tracks = tracks or ["lora-rec", "image-rec"]
-    for name in tracks:
-        get_track(name)
-    config = SplitConfig(protocol=protocol, tracks=tuple(tracks), seed=seed)
-    split = prepare_split(ds, config, data_dir, progress=progress)
-    chosen = methods
-    written, skipped = [], []
-    for track_name in tracks:
-        track = get_track(track_name)
-        if split.meta["tracks"].get(track_name, {}).get("interaction_kind") is None:
-            skipped.append((track_name, "*", "the data set has no interactions for this track"))
-            continue
-        fit, relevant = track_data(split, track.item_kind, "test")
-        side = SideInfo(dataset=ds, item_kind=track.item_kind, seed=seed)
-        names = chosen or [n for n, spec in METHODS.items() if spec.runs_by_default(track_name)]
+    ds, split, plan, skipped = plan_runs(dataset, tracks, methods, protocol, seed, data_dir,
+                                         progress)
+    written, pair_skips = run_pair_tracks(ds, tracks, methods, seed=seed, data_dir=data_dir,
+                                          results_dir=results_dir, echo=echo)
+    skipped += pair_skips
+    for track_name, names, fit, relevant, side in plan:
         for method_name in names:
-            display, cls = resolve_method(method_name)
-            method = cls(seed=seed) if "seed" in _init_params(cls) else cls()
-            tuned, tuned_on = tuned_params_for(ds.name, protocol, track_name, display,
-                                               split.fingerprint, tuned_dir, warn=echo)
-            if tuned is not None:
-                method.set_params(**tuned)
-            try:
-                evaluation, timing = run_method(
-                    method, fit, relevant, side, track.metrics, memory_budget_mb, progress
-                )
-            except NotApplicable as e:
-                skipped.append((track_name, display, str(e)))
-                echo(f"skipped {display} on {track_name}: {e}")
-                continue
-            record = make_record(
-                track=track_name,
-                dataset={"name": ds.name, "path": str(ds.path),
-                         "files_sha256": split.meta["dataset"]["files_sha256"]},
-                split={"protocol": split.meta["protocol"], "fingerprint": split.fingerprint,
-                       "part": "test", "fit_on": "train+valid",
-                       "interaction_kind": split.meta["tracks"][track_name]["interaction_kind"],
-                       "config": split.meta.get("params")},
-                method={"name": display, "class": f"{cls.__module__}:{cls.__qualname__}",
-                        "params": _jsonable(method.get_params()),
-                        "tuned": tuned is not None, "tuned_on": tuned_on},
-                summary=evaluation.summary,
-                per_user=evaluation.per_user,
-                user_ids=list(fit.user_ids[evaluation.user_idx]),
-                counts={"n_users_evaluated": evaluation.n_users_evaluated,
-                        "n_users_skipped": evaluation.n_users_skipped},
-                seed=seed,
-                timing=timing,
-                extra=evaluation.extra,
-            )
-            path = write_record(record, record_path(results_dir, record))
-            written.append(path)
-            echo(f"{track_name:10s} {display:12s} ndcg@10={evaluation.summary['ndcg@10']:.4f} "
-                 f"recall@10={evaluation.summary['recall@10']:.4f} "
-                 f"(fit {timing['fit']:.1f}s, eval {timing['evaluate']:.1f}s)")
+            path, skip = run_one(ds, split, track_name, method_name, fit, relevant, side,
+                                 protocol=protocol, seed=seed, results_dir=results_dir,
+                                 memory_budget_mb=memory_budget_mb, progress=progress,
+                                 echo=echo, tuned_dir=tuned_dir)
+            if path is not None:
+                written.append(path)
+            if skip is not None:
+                skipped.append(skip)
     result: dict[str, Any] = {"dataset": ds, "split": split, "records": written,
                               "skipped": skipped}
     if leaderboard_dir is not None:
         files, tables, notes = write_leaderboards(results_dir, leaderboard_dir)
         result.update(leaderboard_files=files, tables=tables, notes=notes)
     return result
+
+
+def run_one(
+    ds: Dataset,
+    split: Split,
+    track_name: str,
+    method_name: str,
+    fit: InteractionData,
+    relevant: sp.csr_matrix,
+    side: SideInfo,
+    *,
+    protocol: str,
+    seed: int,
+    results_dir: str | os.PathLike,
+    memory_budget_mb: float = 512.0,
+    progress: bool = True,
+    echo=print,
+    tuned_dir: str | os.PathLike | None = None,
+) -> tuple[Path | None, tuple[str, str, str] | None]:
+    """One (track, method) run: fit, evaluate, write its record atomically.
+
+    Shared by the local loop of :func:`run_benchmark` and the Ray engine
+    (:mod:`benchmark.distributed`), so both write the same numbers.
+    Returns (record path, None) or (None, (track, method, why skipped)).
+    """
+    from benchmark.tuning import tuned_params_for
+
+    track = get_track(track_name)
+    display, cls = resolve_method(method_name, track=track_name)
+    method = cls(seed=seed) if "seed" in _init_params(cls) else cls()
+    tuned, tuned_on = tuned_params_for(ds.name, protocol, track_name, display,
+                                       split.fingerprint, tuned_dir, warn=echo)
+    if tuned is not None:
+        method.set_params(**tuned)
+    try:
+        evaluation, timing = run_method(
+            method, fit, relevant, side, track.metrics, memory_budget_mb, progress
+        )
+    except NotApplicable as e:
+        echo(f"skipped {display} on {track_name}: {e}")
+        return None, (track_name, display, str(e))
+    record = make_record(
+        track=track_name,
+        dataset={"name": ds.name, "path": str(ds.path),
+                 "files_sha256": split.meta["dataset"]["files_sha256"]},
+        split={"protocol": split.meta["protocol"], "fingerprint": split.fingerprint,
+               "part": "test", "fit_on": "train+valid",
+               "interaction_kind": split.meta["tracks"][track_name]["interaction_kind"],
+               "config": split.meta.get("params")},
+        method={"name": display, "class": f"{cls.__module__}:{cls.__qualname__}",
+                "params": _jsonable(method.get_params()),
+                "tuned": tuned is not None, "tuned_on": tuned_on},
+        summary=evaluation.summary,
+        per_user=evaluation.per_user,
+        user_ids=list(fit.user_ids[evaluation.user_idx]),
+        counts={"n_users_evaluated": evaluation.n_users_evaluated,
+                "n_users_skipped": evaluation.n_users_skipped},
+        seed=seed,
+        timing=timing,
+        extra=evaluation.extra,
+    )
+    path = write_record(record, record_path(results_dir, record))
+    echo(f"{track_name:10s} {display:12s} ndcg@10={evaluation.summary['ndcg@10']:.4f} "
+         f"recall@10={evaluation.summary['recall@10']:.4f} "
+         f"(fit {timing['fit']:.1f}s, eval {timing['evaluate']:.1f}s)")
+    return path, None
 
 
 def _init_params(cls: type) -> set[str]:

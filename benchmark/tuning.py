@@ -100,10 +100,27 @@ def tune(
     echo=print,
 ) -> dict[str, Any]:
     """Random-search ``method`` on ``track``'s validation part; store and return the entry."""
+    plan = plan_tuning(track, method, budget, dataset, metric, seed, protocol, data_dir,
+                       progress)
+    trials = []
+    for i, params in enumerate(plan["configs"]):
+        trial = run_trial(plan["cls"], seed, params, plan["fit"], plan["relevant"],
+                          plan["side"], plan["metrics"], metric, memory_budget_mb)
+        trials.append(trial)
+        echo(f"{track} {plan['method']} trial {i + 1}/{plan['budget']} "
+             f"{metric}={trial['value']:.4f} {params}")
+    return finish_tuning(plan, trials, tuned_dir, echo)
+
+
+def plan_tuning(track: str, method: str, budget: int | None, dataset: str | os.PathLike,
+                metric: str, seed: int, protocol: str, data_dir: str | os.PathLike,
+                progress: bool = True) -> dict[str, Any]:
+    """Everything before the trials (split, valid data, configurations); shared by the
+    local loop and the Ray engine so both score the same trials on the same data."""
     from benchmark.metrics import parse_metric
     from benchmark.protocols import SideInfo
     from benchmark.registry import resolve_method
-    from benchmark.runner import prepare_split, resolve_dataset, run_method, track_data
+    from benchmark.runner import prepare_split, resolve_dataset, track_data
     from benchmark.splits import SplitConfig
     from benchmark.tasks import get_track
 
@@ -120,35 +137,50 @@ def tune(
     side = SideInfo(dataset=ds, item_kind=spec.item_kind, seed=seed)
     metrics = tuple(dict.fromkeys((metric, *spec.metrics)))
     defaults = _new(cls, seed).get_params()
-    trials = []
-    for i, params in enumerate(sample_configs(space, defaults, budget, seed)):
-        model = _new(cls, seed).set_params(**params)
-        evaluation, timing = run_method(model, fit, relevant, side, metrics, memory_budget_mb,
-                                        progress=False)
-        value = float(evaluation.summary[metric])
-        trials.append({"params": params, "value": value, "fit_s": round(timing["fit"], 2),
-                       "evaluate_s": round(timing["evaluate"], 2)})
-        echo(f"{track} {display} trial {i + 1}/{budget} {metric}={value:.4f} {params}")
+    return {"track": track, "method": display, "cls": cls, "budget": budget, "metric": metric,
+            "seed": seed, "protocol": protocol, "dataset": ds.name,
+            "fingerprint": split.fingerprint, "space": space, "fit": fit,
+            "relevant": relevant, "side": side, "metrics": metrics,
+            "configs": sample_configs(space, defaults, budget, seed)}
+
+
+def run_trial(cls: type, seed: int, params: dict[str, Any], fit: Any, relevant: Any,
+              side: Any, metrics: tuple[str, ...], metric: str,
+              memory_budget_mb: float = 512.0) -> dict[str, Any]:
+    """One trial: fit ``cls(**params)`` on train, score ``metric`` on valid."""
+    from benchmark.runner import run_method
+
+    model = _new(cls, seed).set_params(**params)
+    evaluation, timing = run_method(model, fit, relevant, side, metrics, memory_budget_mb,
+                                    progress=False)
+    return {"params": params, "value": float(evaluation.summary[metric]),
+            "fit_s": round(timing["fit"], 2), "evaluate_s": round(timing["evaluate"], 2)}
+
+
+def finish_tuning(plan: dict[str, Any], trials: list[dict[str, Any]],
+                  tuned_dir: str | os.PathLike | None = None, echo=print) -> dict[str, Any]:
+    """Pick the best trial (ties: the earlier), store the entry, return it."""
+    track, display, metric = plan["track"], plan["method"], plan["metric"]
     best = max(range(len(trials)), key=lambda i: (trials[i]["value"], -i))
     entry = {
         "params": trials[best]["params"],
         "metric": metric,
         "value": trials[best]["value"],
         "default_value": trials[0]["value"],
-        "budget": budget,
+        "budget": plan["budget"],
         "n_trials": len(trials),
-        "seed": seed,
+        "seed": plan["seed"],
         "part": "valid",
         "fit_on": "train",
-        "split_fingerprint": split.fingerprint,
-        "search_space": space,
+        "split_fingerprint": plan["fingerprint"],
+        "search_space": plan["space"],
         "trials": trials,
     }
-    path = store_tuned(ds.name, protocol, track, display, entry, tuned_dir)
+    path = store_tuned(plan["dataset"], plan["protocol"], track, display, entry, tuned_dir)
     echo(f"{track} {display}: best {metric}={entry['value']:.4f} {entry['params']} "
          f"(defaults {entry['default_value']:.4f}) -> {path}")
-    return {**entry, "path": str(path), "dataset": ds.name, "protocol": protocol,
-            "track": track, "method": display}
+    return {**entry, "path": str(path), "dataset": plan["dataset"],
+            "protocol": plan["protocol"], "track": track, "method": display}
 
 
 def tuned_params_for(dataset_name: str, protocol: str, track: str, method: str,

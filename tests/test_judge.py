@@ -145,3 +145,20 @@ def test_cli_judge_fit_then_score(tiny, tmp_path):
     pd.DataFrame({"x": [1]}).to_csv(bad, index=False)
     res = runner.invoke(app, ["judge", "score", str(out), "--pairs", str(bad)])
     assert res.exit_code == 2 and "user_id, image_a, image_b" in res.output
+
+
+def test_cli_run_preference_track_only_and_method_track_checks(tiny, tmp_path):
+    runner = CliRunner()
+    args = ["run", "--dataset", str(tiny.path), "--tracks", "preference", "--methods",
+            "global-reward", "--data-dir", str(tmp_path / "d"), "--results-dir",
+            str(tmp_path / "r"), "--leaderboard-dir", str(tmp_path / "lb"), "-q"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert res.output.count("preference global-reward") == 5  # k = 0, 5, 10, 20, all
+    assert "## preference" in res.output and "per-user-pairs-kall" in res.output
+    built = [p.name for p in (tmp_path / "d" / "splits" / tiny.name).iterdir()]
+    assert built and all(name.startswith("per-user-pairs-") for name in built)
+    # a preference method asked for on a ranking track only: one clear error
+    res = runner.invoke(app, [*args[:4], "lora-rec", *args[5:]])
+    assert res.exit_code == 2
+    assert "runs on ['preference'], not on the requested tracks ['lora-rec']" in res.output

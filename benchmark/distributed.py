@@ -1,0 +1,382 @@
+"""The Ray engine: the same jobs as the local engine, spread over a Ray cluster.
+
+Why: embedding millions of images, or a sweep of (track x method) runs and tuning
+trials, outgrows one machine; the harness and its numbers must not change for it.
+So nothing here computes anything itself: every batch, run and trial is computed by
+the very functions the local engine calls (:func:`benchmark.embed.encode_batch`,
+:func:`benchmark.runner.run_one`, :func:`benchmark.tuning.run_trial`) and written by
+the same code (the embedding store with its resume file, atomic result records,
+``store_tuned``). Only where the work runs differs.
+
+* :func:`ray_embed` - batches as Ray Data ``map_batches`` over a pool of actors
+  (``concurrency=workers``; one encoder loaded per actor; ``num_gpus`` per actor
+  where the cluster has GPUs). Results stream back in batch order into the local
+  engine's partial store + progress file, so a run resumes (with either engine)
+  at the first unfinished batch, and a lost worker loses nothing already written.
+* :func:`ray_run_benchmark` - one Ray task per (track, method) run; each writes its
+  record atomically. :func:`ray_tune` - one Ray task per tuning trial.
+
+Ray is imported inside functions only (``gembench --help`` stays fast). Workers must
+see the same files as the driver (a shared file system on a cluster); relative paths
+are resolved from the driver's working folder.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmark.errors import GembenchError
+
+#: retries of a failed batch inside its actor before Ray's own task retry
+BATCH_RETRIES = 2
+
+
+class RayUnavailable(GembenchError):
+    """Ray is not installed or the cluster at ``--address`` cannot be reached."""
+
+
+def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
+    """Connect to (``address``: ``auto`` or ``host:port``) or start a local Ray.
+
+    Does nothing when Ray is already initialised (a test or a notebook started it);
+    returns True when this call initialised it. ``num_cpus`` caps a local Ray only.
+    """
+    try:
+        import ray
+    except ImportError as e:  # pragma: no cover - ray is a pinned dependency
+        raise RayUnavailable("the Ray engine needs ray: pip install -c constraints.txt "
+                             "'ray[data]'") from e
+    if ray.is_initialized():
+        return False
+    _check_reachable(address)
+    try:
+        ray.init(address=address or None, num_cpus=None if address else num_cpus,
+                 include_dashboard=False, log_to_driver=False, configure_logging=False)
+    except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
+        where = f"at {address!r}" if address else "locally"
+        raise RayUnavailable(
+            f"cannot start or reach a Ray cluster {where}: {e} (start one with "
+            "`ray start --head` and pass --address auto, or drop --address for a local Ray)"
+        ) from e
+    return True
+
+
+def _check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """Fail in seconds, not minutes: ``ray.init`` retries an unreachable GCS for long."""
+    import socket
+
+    if not address or address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+            pass
+    except (OSError, ValueError) as e:
+        raise RayUnavailable(
+            f"cannot reach the Ray cluster at {address!r}: {e} (is `ray start --head` "
+            "running there? on the head node, --address auto finds it)"
+        ) from e
+
+
+def _auto_gpus(gpus_per_worker: float | None) -> float:
+    """``gpus_per_worker``, or 1 when the cluster has GPUs and none was given."""
+    if gpus_per_worker is not None:
+        return float(gpus_per_worker)
+    import ray
+
+    return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+
+
+# embedding ---------------------------------------------------------------------------
+class _EmbedActor:
+    """One Ray Data actor: loads the encoder once, then computes whole batches."""
+
+    def __init__(self, encoder: Any, device: str | None, images: bool,
+                 retries: int = BATCH_RETRIES, fail_once: Sequence[int] = ()):
+        from benchmark.embed import Encoder, load_encoder
+
+        if isinstance(encoder, Encoder):  # shipped as is (random init, custom encoder)
+            enc = encoder
+            if device and getattr(enc, "model", None) is not None:
+                enc.model = enc.model.to(device)
+                enc.device = device
+        else:
+            enc = load_encoder(encoder, device)
+        self.enc, self.images, self.retries = enc, images, retries
+        self.fail_once = set(fail_once)  # tests: batches whose first attempt fails
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from benchmark.embed import encode_batch
+
+        out = []
+        for b, ids, items in zip(batch["b"], batch["ids"], batch["items"], strict=True):
+            ids = [str(i) for i in ids]
+            items = [Path(str(i)) for i in items] if self.images else [str(i) for i in items]
+            for attempt in range(self.retries + 1):
+                try:
+                    if int(b) in self.fail_once:
+                        self.fail_once.discard(int(b))
+                        raise OSError(f"injected failure of batch {int(b)}")
+                    result = encode_batch(self.enc, ids, items, self.images)
+                    break
+                except Exception:
+                    if attempt == self.retries:
+                        raise
+            out.append(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+        return {"b": np.asarray(batch["b"], dtype=np.int64),
+                "payload": np.array(out, dtype=object)}
+
+
+def ray_batches(encoder: Any, device: str | None = None, workers: int = 2,
+                gpus_per_worker: float | None = None, cpus_per_worker: float = 1.0,
+                fail_once: Sequence[int] = (), progress: bool = True
+                ) -> Callable[..., Iterator[Any]]:
+    """A ``compute`` for :func:`benchmark.embed.embed` that runs batches on Ray actors.
+
+    ``encoder`` is what each actor loads: a spec string (loaded by the actor, on its
+    GPU when it has one) or an :class:`~benchmark.embed.Encoder` object (shipped).
+    """
+
+    def compute(enc: Any, ids: Sequence[str], items: Sequence[Any], images: bool,
+                batch_size: int, first: int, end: int, _workers: int = 4) -> Iterator[Any]:
+        import ray
+
+        if first >= end:
+            return
+        gpus = _auto_gpus(gpus_per_worker)
+        actor_device = device or ("cuda" if gpus > 0 else "cpu")
+        rows = []
+        for b in range(first, end):
+            lo, hi = b * batch_size, min(len(ids), (b + 1) * batch_size)
+            rows.append({"b": b, "ids": list(ids[lo:hi]),
+                         "items": [str(i) for i in items[lo:hi]]})
+        ctx = ray.data.DataContext.get_current()
+        old = ctx.execution_options.preserve_order, ctx.enable_progress_bars
+        ctx.execution_options.preserve_order = True
+        ctx.enable_progress_bars = progress
+        try:
+            ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
+                _EmbedActor,
+                fn_constructor_kwargs={"encoder": encoder, "device": actor_device,
+                                       "images": images, "fail_once": tuple(fail_once)},
+                batch_size=1,
+                batch_format="numpy",
+                concurrency=max(1, int(workers)),
+                num_cpus=cpus_per_worker,
+                num_gpus=gpus or None,
+            )  # Ray Data restarts a lost actor and retries its batch (max_restarts=-1)
+            waiting: dict[int, Any] = {}
+            expected = first
+            for row in ds.iter_rows():
+                waiting[int(row["b"])] = row["payload"]
+                while expected in waiting:  # in batch order, whatever order they finish
+                    ok, vecs, lost = pickle.loads(waiting.pop(expected))
+                    yield expected, ok, vecs, lost
+                    expected += 1
+        finally:
+            ctx.execution_options.preserve_order, ctx.enable_progress_bars = old
+
+    return compute
+
+
+def ray_embed(
+    encoder: Any,
+    out: str | os.PathLike,
+    *,
+    address: str | None = None,
+    workers: int = 2,
+    gpus_per_worker: float | None = None,
+    num_cpus: int | None = None,
+    fail_once: Sequence[int] = (),
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """:func:`benchmark.embed.embed` with batches computed by a pool of Ray actors.
+
+    Same arguments, store, metadata and resume file as the local engine (``workers``
+    here is the number of actors; image reading happens inside them). The driver loads
+    the encoder once on the CPU for its name and metadata; a random-initialised
+    (``...:none``) encoder is shipped to the actors so every actor has the same weights.
+    ``fail_once`` (tests) makes the first attempt of those batches fail.
+    """
+    from benchmark.embed import Encoder, load_encoder
+    from benchmark.embed import embed as _embed
+
+    ensure_ray(address, num_cpus)
+    device = kwargs.pop("device", None)
+    if isinstance(encoder, Encoder):
+        local, shipped = encoder, encoder
+    else:
+        local = load_encoder(encoder, "cpu")
+        random_init = encoder.startswith("open_clip:") and encoder.rsplit(":", 1)[-1].lower() \
+            in ("none", "random", "")
+        shipped = local if random_init else encoder
+    compute = ray_batches(shipped, device=device, workers=workers,
+                          gpus_per_worker=gpus_per_worker, fail_once=fail_once,
+                          progress=kwargs.get("progress", True))
+    result = _embed(local, out, device=device, compute=compute, **kwargs)
+    return {**result, "engine": "ray"}
+
+
+# runs and tuning ---------------------------------------------------------------------
+def _in_driver_folder(cwd: str) -> None:
+    """Relative paths in a task mean what they mean in the driver (shared file system)."""
+    if os.path.isdir(cwd) and os.getcwd() != cwd:
+        os.chdir(cwd)
+
+
+def _run_one_task(cwd: str, ds: Any, split: Any, track_name: str, method_name: str,
+                  fit: Any, relevant: Any, side: Any, options: dict[str, Any]
+                  ) -> tuple[str | None, tuple[str, str, str] | None, list[str]]:
+    from benchmark.runner import run_one
+
+    _in_driver_folder(cwd)
+    lines: list[str] = []
+    path, skip = run_one(ds, split, track_name, method_name, fit, relevant, side,
+                         echo=lines.append, progress=False, **options)
+    return (str(path) if path is not None else None), skip, lines
+
+
+def _gather(refs: list[Any], desc: str, progress: bool) -> list[Any]:
+    """Results of ``refs`` in submission order, with a bar advancing as tasks finish."""
+    import ray
+
+    from benchmark.progress import progress_bar
+
+    pending = list(refs)
+    with progress_bar(total=len(refs), desc=desc, unit="task", enabled=progress) as bar:
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            bar.update(len(done))
+    return ray.get(refs)
+
+
+def ray_run_benchmark(
+    dataset: str | os.PathLike = "synthetic-small",
+    tracks: list[str] | None = None,
+    methods: list[str] | None = None,
+    protocol: str = "leave-last-out",
+    seed: int = 0,
+    data_dir: str | os.PathLike = "data",
+    results_dir: str | os.PathLike = "results",
+    leaderboard_dir: str | os.PathLike | None = "leaderboards",
+    memory_budget_mb: float = 512.0,
+    progress: bool = True,
+    echo=print,
+    tuned_dir: str | os.PathLike | None = None,
+    *,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    cpus_per_task: float = 1.0,
+    gpus_per_task: float = 0.0,
+    max_retries: int = 2,
+) -> dict[str, Any]:
+    """:func:`benchmark.runner.run_benchmark` with one Ray task per (track, method).
+
+    The data set, split and per-track data are prepared once in the driver and shared
+    through Ray's object store; each task runs :func:`benchmark.runner.run_one`
+    unchanged and writes its record atomically (a retried task rewrites the same file).
+    Messages are echoed in the local engine's order once all tasks are done.
+    """
+    import ray
+
+    from benchmark.leaderboard import write_leaderboards
+    from benchmark.runner import plan_runs, run_pair_tracks
+
+    ensure_ray(address, num_cpus)
+    ds, split, plan, skipped = plan_runs(dataset, tracks, methods, protocol, seed, data_dir,
+                                         progress)
+    # pair tracks (preference) run in the driver: seconds, and the same code as locally
+    pair_written, pair_skips = run_pair_tracks(ds, tracks, methods, seed=seed,
+                                               data_dir=data_dir, results_dir=results_dir,
+                                               echo=echo)
+    skipped += pair_skips
+    task = ray.remote(num_cpus=cpus_per_task, num_gpus=gpus_per_task,
+                      max_retries=max_retries)(_run_one_task)
+    options = {"protocol": protocol, "seed": seed,
+               "results_dir": str(Path(results_dir).absolute()),
+               "memory_budget_mb": memory_budget_mb,
+               "tuned_dir": str(Path(tuned_dir).absolute()) if tuned_dir else None}
+    cwd = os.getcwd()
+    ds_ref, split_ref = ray.put(ds), ray.put(split)
+    refs = []
+    for track_name, names, fit, relevant, side in plan:
+        fit_ref, rel_ref, side_ref = ray.put(fit), ray.put(relevant), ray.put(side)
+        refs += [task.remote(cwd, ds_ref, split_ref, track_name, name, fit_ref, rel_ref,
+                             side_ref, options) for name in names]
+    written = list(pair_written)
+    for path, skip, lines in _gather(refs, "ray runs", progress):
+        for line in lines:
+            echo(line)
+        if path is not None:
+            # the local engine returns paths under results_dir as given
+            written.append(Path(results_dir) / Path(path).relative_to(options["results_dir"]))
+        if skip is not None:
+            skipped.append(tuple(skip))
+    result: dict[str, Any] = {"dataset": ds, "split": split, "records": written,
+                              "skipped": skipped, "engine": "ray"}
+    if leaderboard_dir is not None:
+        files, tables, notes = write_leaderboards(results_dir, leaderboard_dir)
+        result.update(leaderboard_files=files, tables=tables, notes=notes)
+    return result
+
+
+def _trial_task(cwd: str, cls: type, seed: int, params: dict[str, Any], fit: Any,
+                relevant: Any, side: Any, metrics: tuple[str, ...], metric: str,
+                memory_budget_mb: float) -> dict[str, Any]:
+    from benchmark.tuning import run_trial
+
+    _in_driver_folder(cwd)
+    return run_trial(cls, seed, params, fit, relevant, side, metrics, metric,
+                     memory_budget_mb)
+
+
+def ray_tune(
+    track: str,
+    method: str,
+    budget: int | None = None,
+    dataset: str | os.PathLike = "synthetic-small",
+    metric: str = "ndcg@10",
+    seed: int = 0,
+    protocol: str = "leave-last-out",
+    data_dir: str | os.PathLike = "data",
+    tuned_dir: str | os.PathLike | None = None,
+    memory_budget_mb: float = 512.0,
+    progress: bool = True,
+    echo=print,
+    *,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    cpus_per_task: float = 1.0,
+    gpus_per_task: float = 0.0,
+    max_retries: int = 2,
+) -> dict[str, Any]:
+    """:func:`benchmark.tuning.tune` with one Ray task per trial.
+
+    The same configurations (seeded, defaults first) are scored by
+    :func:`benchmark.tuning.run_trial` in tasks; the driver picks the best (ties: the
+    earlier trial) and stores it exactly as the local engine does.
+    """
+    import ray
+
+    from benchmark.tuning import finish_tuning, plan_tuning
+
+    ensure_ray(address, num_cpus)
+    plan = plan_tuning(track, method, budget, dataset, metric, seed, protocol, data_dir,
+                       progress)
+    task = ray.remote(num_cpus=cpus_per_task, num_gpus=gpus_per_task,
+                      max_retries=max_retries)(_trial_task)
+    shared = [ray.put(plan[k]) for k in ("fit", "relevant", "side")]
+    cwd = os.getcwd()
+    refs = [task.remote(cwd, plan["cls"], seed, params, *shared, plan["metrics"], metric,
+                        memory_budget_mb) for params in plan["configs"]]
+    trials = _gather(refs, f"ray tune {plan['method']}", progress)
+    for i, trial in enumerate(trials):
+        echo(f"{track} {plan['method']} trial {i + 1}/{plan['budget']} "
+             f"{metric}={trial['value']:.4f} {trial['params']}")
+    return {**finish_tuning(plan, trials, tuned_dir, echo), "engine": "ray"}
