@@ -20,11 +20,15 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-## the main job: synthetic small data set, every baseline, every ranking track, leaderboards;
-## then the cold-start split (held-out items unseen in training), where content methods count
+## the main job on the synthetic small data set: every baseline on the ranking tracks
+## (leave-last-out, then cold-start: held-out items unseen in training, where content
+## methods count), the preference track (every k of the few-shot curve) and the lora-edit
+## track (gain-vs-fidelity curve); leaderboards rebuilt after each step
 run: $(STAMP)
 	$(BIN)/gembench run --dataset synthetic-small
 	$(BIN)/gembench run --dataset synthetic-small --protocol cold-start
+	$(BIN)/gembench run --dataset synthetic-small --tracks preference
+	$(BIN)/gembench edit run --dataset synthetic-small
 
 ## the test suite
 test: $(STAMP)

@@ -127,6 +127,9 @@ def edit_run(
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
     data_dir: Annotated[Path, typer.Option(help="Data sets, splits and banks.")] = Path("data"),
     results_dir: Annotated[Path, typer.Option(help="Where records go.")] = Path("results"),
+    leaderboard_dir: Annotated[Path | None, typer.Option(
+        help="Rebuild the leaderboards here afterwards (empty string: do not).")]
+    = Path("leaderboards"),
     quiet: Quiet = False,
 ) -> None:
     """Run the lora-edit track: one record per method, with the gain-vs-fidelity curve."""
@@ -147,5 +150,12 @@ def edit_run(
                        "distance"]].round(4).to_string(index=False))
         for p in result["paths"]:
             typer.echo(f"wrote {p}")
+        if leaderboard_dir is not None and str(leaderboard_dir):
+            from benchmark.leaderboard import write_leaderboards
+
+            files, _, notes = write_leaderboards(results_dir, leaderboard_dir)
+            for note in notes:
+                typer.echo(f"note: {note}")
+            typer.echo(f"leaderboards rebuilt under {leaderboard_dir}/ ({len(files)} files)")
 
     _guard(body)

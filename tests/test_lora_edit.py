@@ -182,9 +182,13 @@ def test_cli_synth_index_space(tiny, tmp_path):
     r = cli.invoke(edit_app, ["run", "--dataset", str(tiny.path), "--methods",
                               "no-edit,oracle-direction", "--steps", "1", "--components", "8",
                               "--n-users", "10", "--data-dir", str(tmp_path / "data"),
-                              "--results-dir", str(tmp_path / "res"), "-q"])
+                              "--results-dir", str(tmp_path / "res"), "--leaderboard-dir",
+                              str(tmp_path / "lb"), "-q"])
     assert r.exit_code == 0, r.output
     assert "oracle-direction" in r.output and r.output.count("wrote ") == 2
+    board = tmp_path / "lb" / "synthetic-tiny" / "leave-last-out"
+    assert "| oracle-direction |" in (board / "lora-edit.md").read_text()
+    assert "| oracle-direction | 1 |" in (board / "lora-edit-gain-vs-fidelity.md").read_text()
     assert (tmp_path / "res" / "synthetic-tiny" / "leave-last-out" / "lora-edit"
             / "oracle-direction.json").is_file()
     r = cli.invoke(edit_app, ["run", "--dataset", str(tiny.path), "--methods", "nope",
