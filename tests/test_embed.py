@@ -153,8 +153,10 @@ def test_hf_local_folder_via_cli(family, images, tmp_path):
             vocab[c + "</w>"] = len(vocab)
         (tmp_path / "vocab.json").write_text(json.dumps(vocab))
         (tmp_path / "merges.txt").write_text("#version: 0.2\n")
-        tok = T.CLIPTokenizer(vocab_file=str(tmp_path / "vocab.json"),
-                              merges_file=str(tmp_path / "merges.txt"), model_max_length=16)
+        # from_pretrained reads vocab.json + merges.txt (in transformers 5 the constructor's
+        # vocab_file / merges_file are ignored and every token would become unknown)
+        tok = T.CLIPTokenizer.from_pretrained(tmp_path, model_max_length=16)
+        assert tok.tokenize("cat") == ["c", "a", "t</w>"]
     else:
         cfg = T.SiglipConfig(
             text_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
@@ -191,6 +193,7 @@ def test_hf_local_folder_via_cli(family, images, tmp_path):
         arr, ids, meta = E.read_store(tmp_path / "store", f"hf-tiny-{family}", "texts")
         assert arr.shape == (3, 16) and ids == ["p1", "p2", "p3"] and meta["rows"] == 3
         np.testing.assert_allclose(np.linalg.norm(arr, axis=1), 1.0, atol=1e-5)
+        assert not np.allclose(arr[0], arr[1])  # different prompts, different embeddings
 
 
 def test_cli_errors_are_one_line(tmp_path):
