@@ -137,10 +137,11 @@ def test_hf_local_folder_via_cli(family, images, tmp_path):
     import transformers as T
 
     if family == "clip":
-        cfg = T.CLIPConfig(
+        cfg = T.CLIPConfig(  # eos/bos ids of the tiny vocabulary: CLIP pools at the eos token
             text_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
                          "num_attention_heads": 2, "vocab_size": 100,
-                         "max_position_embeddings": 16},
+                         "max_position_embeddings": 16, "bos_token_id": 0,
+                         "eos_token_id": 1, "pad_token_id": 1},
             vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
                            "num_attention_heads": 2, "image_size": 32, "patch_size": 8},
             projection_dim=16)
