@@ -167,7 +167,15 @@ def test_hf_local_folder_via_cli(family, images, tmp_path):
                            "num_attention_heads": 2, "image_size": 32, "patch_size": 8})
         model = T.SiglipModel(cfg)
         proc = T.SiglipImageProcessor(size={"height": 32, "width": 32})
-        tok = None
+        # SigLIP's own tokenizer is SentencePiece; any saved tokenizer loads through
+        # AutoTokenizer, so a word-level one from `tokenizers` exercises the text path
+        from tokenizers import Tokenizer, models, pre_tokenizers
+
+        words = ["<pad>", "<unk>", "a", "cat", "dog", "on", "hill"]
+        core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+        core.pre_tokenizer = pre_tokenizers.Whitespace()
+        tok = T.PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>",
+                                        unk_token="<unk>", model_max_length=16)
     local = tmp_path / f"tiny-{family}"
     model.save_pretrained(local)
     proc.save_pretrained(local)
@@ -192,7 +200,7 @@ def test_hf_local_folder_via_cli(family, images, tmp_path):
         res = E.embed(E.load_encoder(f"hf:{local}", device="cpu"), tmp_path / "store",
                       texts=table, batch_size=2, progress=False)
         arr, ids, meta = E.read_store(tmp_path / "store", f"hf-tiny-{family}", "texts")
-        assert arr.shape == (3, 16) and ids == ["p1", "p2", "p3"] and meta["rows"] == 3
+        assert arr.shape == (3, dim) and ids == ["p1", "p2", "p3"] and meta["rows"] == 3
         np.testing.assert_allclose(np.linalg.norm(arr, axis=1), 1.0, atol=1e-5)
         assert not np.allclose(arr[0], arr[1])  # different prompts, different embeddings
 
