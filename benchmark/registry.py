@@ -72,6 +72,18 @@ METHODS: dict[str, MethodSpec] = {
                    "one Bradley-Terry reward head on image embeddings for every user"),
         MethodSpec("user-embedding", "baselines.pref_user:UserEmbedding", ("preference",),
                    "global head plus a per-user vector (Bradley-Terry)"),
+        MethodSpec("history-attention", "baselines.pref_history:HistoryAttention",
+                   ("preference",), "attention over the user's liked/disliked history plus a "
+                   "global head (torch; no per-user parameters)"),
+        MethodSpec("preference-tokens", "baselines.pref_tokens:PreferenceTokens",
+                   ("preference",), "users as mixtures of 10 learnable preference tokens, "
+                   "contrastive loss (torch)"),
+        MethodSpec("clip-score", "baselines.pref_clip_score:ClipScore", ("preference",),
+                   "zero-shot: cosine of image and prompt embeddings (needs text embeddings)",
+                   default=False),
+        MethodSpec("aesthetic", "baselines.pref_aesthetic:AestheticPredictor", ("preference",),
+                   "LAION-style aesthetic MLP on CLIP image embeddings (local weights file)",
+                   default=False),
         MethodSpec("vlm-rerank", "baselines.vlm_rerank:VLMReranker", ("lora-rec", "image-rec"),
                    "a VLM reranks a first stage's top-N (needs images and weights)",
                    default=False),

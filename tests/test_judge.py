@@ -11,6 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from baselines.pref_global import GlobalReward
+from baselines.pref_history import HistoryAttention
+from baselines.pref_tokens import PreferenceTokens
 from baselines.pref_user import UserEmbedding
 from benchmark.cli import app
 from benchmark.data.synthetic import synthesize
@@ -27,10 +29,13 @@ def tiny(tmp_path_factory):
                       progress=False)
 
 
-@pytest.mark.parametrize("cls", [GlobalReward, UserEmbedding])
+@pytest.mark.parametrize("cls", [GlobalReward, UserEmbedding, HistoryAttention,
+                                 PreferenceTokens])
 def test_saved_judge_scores_exactly_like_the_fitted_model(tiny, tmp_path, cls):
     split = make_preference_split(tiny, seed=0)
-    model = cls().fit(split.few_shot("all"), SideInfo(dataset=tiny, item_kind="image"))
+    model = cls() if cls in (GlobalReward, UserEmbedding) else cls(max_epochs=3, min_epochs=1,
+                                                                    progress=False)
+    model.fit(split.few_shot("all"), SideInfo(dataset=tiny, item_kind="image"))
     path = save_judge(model, tmp_path / "judge", dataset=tiny, split=split)
     meta = json.loads((path / "judge.json").read_text())
     # the embedding matrix is a reference into the data set, not a copy
