@@ -62,6 +62,11 @@ METHODS: dict[str, MethodSpec] = {
                    "content: recency-weighted profile"),
         MethodSpec("clip-multi", "baselines.clip_multi:ClipMulti", ("lora-rec", "image-rec"),
                    "content: multi-interest profile (per-user k-means)"),
+        MethodSpec("clip-text", "baselines.clip_text:ClipText", ("lora-rec", "image-rec"),
+                   "content: the user's own prompts as text queries (faiss retrieval)"),
+        MethodSpec("two-tower", "baselines.two_tower:TwoTower", ("lora-rec", "image-rec"),
+                   "content: trained user and item towers over embeddings (faiss retrieval)",
+                   default=False),  # opt-in: 16-27 s per fit on an idle 2-core machine
         MethodSpec("hybrid", "baselines.hybrid:Hybrid", ("lora-rec", "image-rec"),
                    "log(1 + CF score) + beta * content score, tuned"),
         MethodSpec("oracle", "baselines.oracle:Oracle", ("lora-rec", "image-rec", "preference"),

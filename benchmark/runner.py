@@ -281,7 +281,7 @@ def run_one(
                 "n_users_skipped": evaluation.n_users_skipped},
         seed=seed,
         timing=timing,
-        extra=evaluation.extra,
+        extra={**evaluation.extra, **getattr(method, "extra_", {})},  # e.g. faiss recall cost
     )
     path = write_record(record, record_path(results_dir, record))
     echo(f"{track_name:10s} {display:12s} ndcg@10={evaluation.summary['ndcg@10']:.4f} "
