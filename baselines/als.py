@@ -9,7 +9,8 @@ c_ui = 1 + α·x_ui, preference p_ui = 1[x_ui > 0], and
 This module also holds :class:`ImplicitModel`, the shared wrapper of ``als``,
 ``bpr`` and ``lmf``: seeded (``random_state``), CPU threads capped
 (``num_threads``; BLAS held to one thread while fitting, as ``implicit`` asks),
-and the GPU build used when ``implicit.gpu.HAS_CUDA`` (``als``, ``bpr``).
+and the GPU build used when ``implicit.gpu.HAS_CUDA`` (``als``, ``bpr``). All three
+score on a torch device too (``score_torch``, used by ``--device cuda``).
 """
 
 from __future__ import annotations
@@ -57,6 +58,13 @@ class ImplicitModel(RankingMethod):
 
     def score(self, user_idx: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         return np.matmul(self.user_factors_[user_idx], self.item_factors_.T, out=out)
+
+    def score_torch(self, user_idx: np.ndarray, device: Any) -> Any:
+        """``score`` on a torch device (the GPU engine): the factors are uploaded once."""
+        from benchmark.device import factor_scores_torch
+
+        return factor_scores_torch(self, self.user_factors_, self.item_factors_, user_idx,
+                                   device)
 
 
 class ALS(ImplicitModel):

@@ -133,6 +133,8 @@ def run(engine: str = "local", address: str | None = None, **kwargs: Any) -> dic
 
     ``engine="ray"`` runs each (track, method) as a Ray task on the cluster at ``address``
     (``auto``, ``host:port``, or None for a local Ray); same records, same numbers.
+    ``device="cuda"`` (or ``"auto"``) ranks on the GPU (see :mod:`benchmark.device`; on Ray,
+    ``auto`` is resolved on each worker); the default ``"cpu"`` is the numpy engine.
     """
     if _engine(engine) == "ray":
         from benchmark.distributed import ray_run_benchmark

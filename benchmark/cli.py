@@ -97,6 +97,10 @@ def run(
         help="rerank protocol: method parameter KEY=VALUE (JSON value; repeatable).")] = None,
     engine: Engine = "local",
     address: Address = None,
+    device: Annotated[str, typer.Option(
+        help="Where the ranking engine runs: auto (cuda if torch sees a GPU, else the numpy "
+             "engine), cpu or cuda[:N]; --memory-budget-mb is then the GPU's score budget.")]
+    = "auto",
 ) -> None:
     """Run methods on tracks: build data, split, evaluate, write records and leaderboards.
 
@@ -144,7 +148,8 @@ def run(
             typer.echo(f"{len(result['records'])} rerank records written under {results_dir}/")
             return
         result = api.run(
-            engine=engine, address=address, dataset=dataset, tracks=_csv(tracks),
+            engine=engine, address=address, device=device, dataset=dataset,
+            tracks=_csv(tracks),
             methods=names or None, protocol=protocol,
             seed=seed, data_dir=data_dir, results_dir=results_dir,
             leaderboard_dir=leaderboard_dir, memory_budget_mb=memory_budget_mb,

@@ -269,6 +269,7 @@ def ray_run_benchmark(
     progress: bool = True,
     echo=print,
     tuned_dir: str | os.PathLike | None = None,
+    device: str = "cpu",
     *,
     address: str | None = None,
     num_cpus: int | None = None,
@@ -298,7 +299,7 @@ def ray_run_benchmark(
     skipped += pair_skips
     task = ray.remote(num_cpus=cpus_per_task, num_gpus=gpus_per_task,
                       max_retries=max_retries)(_run_one_task)
-    options = {"protocol": protocol, "seed": seed,
+    options = {"protocol": protocol, "seed": seed, "device": device,  # resolved per worker
                "results_dir": str(Path(results_dir).absolute()),
                "memory_budget_mb": memory_budget_mb,
                "tuned_dir": str(Path(tuned_dir).absolute()) if tuned_dir else None}

@@ -15,6 +15,13 @@ One run measures, on the same machine and data:
 4. **metrics** -- gembench's metric computation from top-K lists vs pytrec_eval on the same
    lists (values cross-checked).
 
+5. **GPU** (when torch sees a CUDA device; otherwise the report says "GPU: not measured
+   (no CUDA device)"): the GPU floor -- torch matmul + ``topk`` per chunk on the device, and
+   faiss's ``GpuIndexFlatIP`` when the installed faiss has GPUs (the ``gpu`` extra) -- and
+   gembench's full evaluation with ``device="cuda"``; each after one warm-up pass (CUDA
+   context, cuBLAS handles), timed to the last synchronisation. Targets: gembench within
+   1.5x of the GPU floor, and under 2 s at ImageGem scale. ``--gpu`` runs this section only.
+
 Also: the scaling runs at 1/8, 1/4, 1/2 of the users and items (random subsamples; cost
 should grow with users x items, memory stay flat) and the loading time (split + sparse
 train matrix). Each timed part runs in its own subprocess (separate OpenMP runtimes, a
@@ -52,7 +59,11 @@ METRICS = (
 )  # fmt: skip
 FRACTIONS = (0.125, 0.25, 0.5)
 TARGETS = {"floor_ratio_max": 1.5, "recbole_speedup_min": 5.0, "peak_rss_gb_max": 3.0,
-           "metrics_speedup_min": 1.0, "load_s_max": 60.0}
+           "metrics_speedup_min": 1.0, "load_s_max": 60.0,
+           "gpu_floor_ratio_max": 1.5, "gpu_eval_s_max": 2.0}
+#: The GPU section's children (run when CUDA is present; see :func:`run_gpu`).
+GPU_KINDS = ("gpu-floor-torch", "gpu-floor-faiss", "gpu-gembench")
+GPU_ABSENT = "GPU: not measured (no CUDA device)"
 
 
 # ------------------------------------------------------------------------- the factor model
@@ -78,6 +89,13 @@ class FactorModel(_rankingmethod()):  # type: ignore[misc]
 
     def score(self, user_idx: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         return np.matmul(self.user_factors[user_idx], self.item_factors.T, out=out)
+
+    def score_torch(self, user_idx: np.ndarray, device: Any) -> Any:
+        """``score`` on a torch device (the GPU engine): the factors are uploaded once."""
+        from benchmark.device import factor_scores_torch
+
+        return factor_scores_torch(self, self.user_factors, self.item_factors, user_idx,
+                                   device)
 
 
 def random_factors(n_users: int, n_items: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -180,6 +198,8 @@ def _child(kind: str, work: Path, args: argparse.Namespace) -> dict[str, Any]:
             sys.argv = argv
     cmd = [sys.executable, "-m", "benchmark.perf", "--child", kind, "--work", str(work),
            "--memory-budget-mb", str(args.memory_budget_mb),
+           "--gpu-memory-budget-mb", str(args.gpu_memory_budget_mb),
+           "--gpu-device", args.gpu_device,
            "--recbole-batch-users", str(args.recbole_batch_users)]
     out = work / f"{kind}.json"
     if out.exists():
@@ -434,13 +454,19 @@ def run(args: argparse.Namespace, echo=print) -> dict[str, Any]:
          f"({load['n_users']} users x {load['n_items']} items, {load['fit_nnz']} train nnz)")
     users_f, items_f = random_factors(fit.n_users, fit.n_items, seed=args.seed)
     base = cache / "work" / f"{ds.name}-{load['key']}"
-    fractions = [1.0] + ([] if args.no_scaling else list(FRACTIONS))
+    fractions = [1.0] + ([] if args.no_scaling or args.gpu else list(FRACTIONS))
     works = {}
     for frac in fractions:
         parts = ((fit.matrix, relevant, users_f, items_f) if frac == 1.0 else
                  subsample(fit.matrix, relevant, users_f, items_f, frac, args.seed))
         works[frac] = prepare_work(base / f"frac-{frac:g}", *parts)
     full = works[1.0]
+    if args.gpu:  # the GPU section only
+        del split
+        (full / "ranked.npy").unlink(missing_ok=True)  # no stale CPU lists to compare with
+        report["gpu"] = run_gpu(full, args, echo)
+        report["load_average_end"] = _uptime()
+        return report
     if not args.no_recbole:
         write_recbole_files(full / "recbole" / "gb", split, fit)
     del split
@@ -473,9 +499,142 @@ def run(args: argparse.Namespace, echo=print) -> dict[str, Any]:
         report["recbole"] = _child("recbole", full, args)
         echo(f"  recbole      {report['recbole'].get('wall_s', float('nan')):7.2f}s")
     report["metrics_only"] = _child("metrics", full, args)
+    report["gpu"] = ({"measured": False, "reason": "--no-gpu"} if args.no_gpu
+                     else run_gpu(full, args, echo))
     report["load_average_end"] = _uptime()
     report["comparison"] = _compare(report)
     return report
+
+
+# ------------------------------------------------------------------------------ GPU
+
+
+def cuda_absent_reason() -> str | None:
+    """Why the GPU section cannot run here (None when torch sees a CUDA device)."""
+    try:
+        import torch
+    except ImportError:
+        return "torch is not installed"
+    return None if torch.cuda.is_available() else "no CUDA device"
+
+
+def run_gpu(work: Path, args: argparse.Namespace, echo=print) -> dict[str, Any]:
+    """The GPU floor (torch; faiss-gpu when present) and gembench on CUDA, same data."""
+    reason = None if args.gpu_device == "cpu-torch" else cuda_absent_reason()
+    if reason is not None:
+        echo(GPU_ABSENT if reason == "no CUDA device" else f"GPU: not measured ({reason})")
+        return {"measured": False, "reason": reason}
+    out: dict[str, Any] = {"measured": True, "device": args.gpu_device,
+                           "gpu_memory_budget_mb": args.gpu_memory_budget_mb}
+    for kind in GPU_KINDS:
+        out[kind] = res = _child(kind, work, args)
+        echo(f"  {kind:16s} " + (f"{res['wall_s']:7.3f}s  peak GPU {res['peak_gpu_mb']:7.0f} MB"
+                                  if "wall_s" in res else
+                                  str(res.get("error") or res.get("skipped"))[-400:]))
+    floors = {k: out[k]["wall_s"] for k in ("gpu-floor-torch", "gpu-floor-faiss")
+              if "wall_s" in out[k]}
+    g = out["gpu-gembench"]
+    if floors:
+        out["floor_s"] = min(floors.values())
+        out["floor_method"] = min(floors, key=floors.get)
+    if floors and "wall_s" in g:
+        out["gembench_over_floor"] = g["wall_s"] / out["floor_s"]
+        out["floor_target_met"] = out["gembench_over_floor"] <= TARGETS["gpu_floor_ratio_max"]
+        out["time_target_met"] = g["wall_s"] < TARGETS["gpu_eval_s_max"]
+        echo(f"GPU: gembench {g['wall_s']:.3f}s, floor {out['floor_s']:.3f}s "
+             f"({out['floor_method']}) -> {out['gembench_over_floor']:.2f}x")
+    return out
+
+
+def child_gpu(kind: str, work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """One GPU measurement, after a warm-up pass on one chunk (context, cuBLAS, allocator)."""
+    import torch
+
+    from benchmark.evaluate import device_chunk_size
+
+    exclude, relevant, users_f, items_f, users = _load_work(work)
+    n_items = items_f.shape[0]
+    k = min(K, n_items)
+    step = device_chunk_size(n_items, args.gpu_memory_budget_mb)
+    # --gpu-device cpu-torch runs this very code on the CPU (tests without a GPU)
+    on_gpu = args.gpu_device != "cpu-torch"
+    dev = torch.device(args.gpu_device if on_gpu else "cpu")
+    info = {"device_name": torch.cuda.get_device_name(dev) if on_gpu else "cpu (torch)",
+            "chunk_users": step}
+
+    def sync() -> None:
+        if on_gpu:
+            torch.cuda.synchronize(dev)
+
+    def reset_peak() -> None:
+        if on_gpu:
+            torch.cuda.reset_peak_memory_stats(dev)
+
+    def peak_mb() -> float:
+        return torch.cuda.max_memory_allocated(dev) / 2**20 if on_gpu else float("nan")
+
+    if kind == "gpu-floor-faiss":
+        import faiss
+
+        if (not on_gpu or not hasattr(faiss, "StandardGpuResources")
+                or faiss.get_num_gpus() == 0):
+            return {"skipped": "the installed faiss has no GPU support (faiss-cpu); the gpu "
+                               "extra installs faiss-gpu-cu12", **info}
+        queries = np.ascontiguousarray(users_f[users])
+        res = faiss.StandardGpuResources()
+        warm = faiss.GpuIndexFlatIP(res, items_f.shape[1])
+        warm.add(items_f[: max(k, n_items // 16)])
+        warm.search(queries[:step], k)
+        del warm
+        t0 = time.perf_counter()
+        index = faiss.GpuIndexFlatIP(res, items_f.shape[1])
+        index.add(items_f)
+        index.search(queries, k)
+        wall = time.perf_counter() - t0
+        return {"wall_s": wall, "peak_gpu_mb": float("nan"), "peak_rss_mb": _rss_mb(), **info}
+    if kind == "gpu-floor-torch":
+        q = torch.from_numpy(np.ascontiguousarray(users_f[users])).to(dev)
+        v = torch.from_numpy(items_f).to(dev)
+        out = torch.empty((len(users), k), dtype=torch.int64, device=dev)
+
+        def once(n: int) -> None:
+            for start in range(0, n, step):
+                out[start : start + step] = torch.topk(q[start : start + step] @ v.T, k).indices
+            out[:n].cpu()  # the lists reach the host, as gembench's do
+
+        once(min(step, len(users)))
+        sync()
+        reset_peak()
+        t0 = time.perf_counter()
+        once(len(users))
+        sync()
+        wall = time.perf_counter() - t0
+        return {"wall_s": wall, "peak_gpu_mb": peak_mb(),
+                "peak_rss_mb": _rss_mb(), **info}
+    from benchmark.evaluate import evaluate_ranking
+
+    model = FactorModel(users_f, items_f)  # its factors stay on the device after warm-up
+    first = int(users[min(len(users), step) - 1]) + 1 if len(users) else 0
+    device = args.gpu_device
+    evaluate_ranking(model, exclude[:first], relevant[:first], METRICS,
+                     memory_budget_mb=args.gpu_memory_budget_mb, progress=False, device=device)
+    sync()
+    reset_peak()
+    t0 = time.perf_counter()
+    ev = evaluate_ranking(model, exclude, relevant, METRICS,
+                          memory_budget_mb=args.gpu_memory_budget_mb, progress=False,
+                          device=device)
+    wall = time.perf_counter() - t0
+    result = {"wall_s": wall, "peak_gpu_mb": peak_mb(),
+              "peak_rss_mb": _rss_mb(), "n_users_evaluated": ev.n_users_evaluated,
+              "summary": ev.summary, **info}
+    cpu_ranked = work / "ranked.npy"  # the CPU engine's lists, when it ran first
+    if cpu_ranked.exists():
+        ref = np.load(cpu_ranked)
+        if ref.shape == ev.ranked.shape:
+            # fp32 products on the GPU may round differently: near-ties can swap places
+            result["rows_differing_from_cpu_engine"] = int((ref != ev.ranked).any(axis=1).sum())
+    return result
 
 
 def _compare(report: dict[str, Any]) -> dict[str, Any]:
@@ -514,7 +673,45 @@ def _compare(report: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def format_gpu(report: dict[str, Any]) -> list[str]:
+    """The GPU section's lines (or the one line saying why it was not measured)."""
+    gpu = report.get("gpu")
+    if not gpu:
+        return []
+    if not gpu.get("measured"):
+        reason = gpu.get("reason", "?")
+        return ["", GPU_ABSENT if reason == "no CUDA device" else f"GPU: not measured ({reason})"]
+    name = next((gpu[k].get("device_name") for k in GPU_KINDS if "device_name" in gpu[k]), "?")
+    lines = ["", f"GPU section -- {name}, device budget {gpu['gpu_memory_budget_mb']:g} MB", "",
+             "| GPU measurement | wall s | peak GPU MB | note |", "| --- | ---: | ---: | --- |"]
+    notes = {"gpu-floor-torch": "floor: torch matmul + topk",
+             "gpu-floor-faiss": "floor: faiss GpuIndexFlatIP",
+             "gpu-gembench": f"gembench full evaluation (device={gpu.get('device')})"}
+    for kind in GPU_KINDS:
+        res = gpu[kind]
+        if "wall_s" in res:
+            extra = (f"; rows differing from the CPU engine: "
+                     f"{res['rows_differing_from_cpu_engine']}"
+                     if "rows_differing_from_cpu_engine" in res else "")
+            lines.append(f"| {notes[kind]} | {res['wall_s']:.3f} | {res['peak_gpu_mb']:.0f} | "
+                         f"chunks of {res.get('chunk_users')} users{extra} |")
+        else:
+            lines.append(f"| {notes[kind]} | - | - | "
+                         f"{str(res.get('skipped') or res.get('error'))[:160]!r} |")
+    if "gembench_over_floor" in gpu:
+        lines += ["", "| GPU target | figure | met |", "| --- | --- | --- |",
+                  f"| gembench / GPU floor <= {TARGETS['gpu_floor_ratio_max']} | "
+                  f"{gpu['gembench_over_floor']:.2f}x ({gpu['floor_method']}) | "
+                  f"{gpu['floor_target_met']} |",
+                  f"| whole evaluation < {TARGETS['gpu_eval_s_max']:g} s | "
+                  f"{gpu['gpu-gembench']['wall_s']:.3f} s | {gpu['time_target_met']} |"]
+    return lines
+
+
 def format_table(report: dict[str, Any]) -> str:
+    if "comparison" not in report:  # --gpu: the GPU section only
+        return "\n".join([f"gembench perf (GPU section) -- scale {report['scale']}, "
+                          f"k={report['k']}, d={report['dim']}", *format_gpu(report)])
     c = report["comparison"]
     g, f = report["gembench"], report["floor"]
     lines = [
@@ -579,10 +776,13 @@ def format_table(report: dict[str, Any]) -> str:
                          f"{s['cells_ratio']:.1f} | {s['gembench_time_ratio']:.1f} | "
                          f"{s['floor_time_ratio']:.1f} | {r['gembench']['wall_s']:.2f} | "
                          f"{r.get('floor_s', float('nan')):.2f} | {s['peak_rss_mb']:.0f} |")
+    lines += format_gpu(report)
     return "\n".join(lines)
 
 
 def _run_child(kind: str, work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    if kind.startswith("gpu-"):
+        return child_gpu(kind, work, args)
     if kind == "gembench":
         return child_gembench(work, args)
     if kind.startswith("floor"):
@@ -607,6 +807,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-scaling", action="store_true", help="skip the 1/8, 1/4, 1/2 runs")
     p.add_argument("--recbole-batch-users", type=int, default=512,
                    help="users per RecBole full-sort batch (eval_batch_size / n_items)")
+    p.add_argument("--gpu", action="store_true",
+                   help="measure only the GPU section (floor and gembench on CUDA)")
+    p.add_argument("--no-gpu", action="store_true", help="skip the GPU section")
+    p.add_argument("--gpu-memory-budget-mb", type=float, default=16384.0,
+                   help="the GPU engine's device score budget (sizes its user chunks)")
+    p.add_argument("--gpu-device", default="cuda", help=argparse.SUPPRESS)  # cpu-torch: tests
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--inline", action="store_true",
                    help="measure in this process, not in subprocesses (quick; peak memory "

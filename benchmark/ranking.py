@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["hits_from_ranked", "topk"]
+__all__ = ["hits_from_ranked", "topk", "topk_torch"]
 
 #: Rows are processed in blocks of about this many scores, which bounds the temporaries
 #: (argpartition's int64 indices are 8 bytes per score) at a few tens of MB.
@@ -322,3 +323,96 @@ def hits_from_ranked(ranked: np.ndarray, relevant: sp.csr_matrix | sp.csr_array)
     pos = np.searchsorted(codes, query)
     found = codes[np.minimum(pos, codes.size - 1)] == query if codes.size else False
     return valid & (pos < codes.size) & found
+
+
+# ----------------------------------------------------------------------- the torch engine
+
+#: Extra candidates torch.topk returns beyond k; a row needs the exact repair only when the
+#: k-th value is still tied at the last of them (heavy ties, e.g. popularity scores).
+TORCH_MARGIN = 16
+
+
+def topk_torch(scores: Any, k: int, *, margin: int = TORCH_MARGIN,
+               block_bytes: int = 256 * 2**20) -> tuple[Any, Any]:
+    """:func:`topk` for a torch tensor, on its device: ``(indices int64, values float32)``.
+
+    Same contract and the same tie rule as :func:`topk` (score descending, lower item index
+    first, ``-inf`` never returned, -1 / ``-inf`` padding, ValueError on NaN), so the CPU
+    (numpy) and GPU engines give identical lists. ``torch.topk`` alone does not fix the
+    order within ties, hence:
+
+    1. ``torch.topk`` of ``k + margin`` candidates per row (NaN sorts largest there, so a
+       NaN row shows at candidate 0: the NaN check costs nothing extra).
+    2. The candidates are ordered by a unique int64 key ``key(score) * 2^32 + (2^32-1-i)``,
+       where ``key`` maps float32 to int32 preserving order (sign-magnitude flip, ``-0.0``
+       folded into ``+0.0``): sorting keys descending is sorting by ``(-score, index)``.
+    3. Exactness: every entry outside the candidates is ``<=`` the last candidate ``c``. If
+       ``c <`` the k-th value ``t`` (or ``t = -inf``: a short row), the top k is complete.
+       Otherwise ``t`` is tied beyond the margin and the row is *repaired*: a
+       ``torch.topk`` of the unique keys of the whole row, in row blocks of about
+       ``block_bytes`` of temporaries (about 40 bytes per score).
+
+    float32 only: other floating dtypes are cast (the engine ranks float32 scores).
+    """
+    import torch
+
+    if not isinstance(scores, torch.Tensor):
+        raise TypeError(f"scores must be a torch.Tensor, got {type(scores).__name__}")
+    if scores.ndim != 2:
+        raise ValueError(f"scores must be 2-D (n_rows, n_items), got shape {tuple(scores.shape)}")
+    if not scores.is_floating_point():
+        raise TypeError(f"scores must be a floating tensor, got {scores.dtype}")
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+    k = int(k)
+    n, n_items = scores.shape
+    dev = scores.device
+    indices = torch.full((n, k), -1, dtype=torch.int64, device=dev)
+    values = torch.full((n, k), -np.inf, dtype=torch.float32, device=dev)
+    if n == 0 or n_items == 0:
+        return indices, values
+    if scores.dtype != torch.float32:
+        scores = scores.float()
+    width = min(k, n_items)
+    wide = min(n_items, width + max(0, int(margin)))
+    cand_val, cand_idx = torch.topk(scores, wide, dim=1, largest=True, sorted=False)
+    nan_rows = torch.isnan(cand_val).any(dim=1)
+    if bool(nan_rows.any()):
+        row = int(torch.nonzero(nan_rows)[0, 0])
+        col = int(torch.nonzero(torch.isnan(scores[row]))[0, 0])
+        raise ValueError(f"scores contain NaN (first at row {row}, column {col})")
+    order = torch.sort(_order_key(cand_val, cand_idx), dim=1, descending=True).indices
+    top_idx = cand_idx.gather(1, order[:, :width])
+    top_val = cand_val.gather(1, order[:, :width])
+    if wide < n_items:
+        kth = top_val[:, width - 1]
+        tied = (kth > -np.inf) & (cand_val.min(dim=1).values == kth)
+        fix = torch.nonzero(tied).flatten()
+        if fix.numel():
+            rows_per_block = max(1, int(block_bytes) // (40 * n_items))
+            cols = torch.arange(n_items, dtype=torch.int64, device=dev)
+            for start in range(0, fix.numel(), rows_per_block):  # blocks of rows, not rows
+                rows = fix[start : start + rows_per_block]
+                block = scores.index_select(0, rows)
+                keys = _order_key(block, cols.expand(len(rows), n_items))
+                pos = torch.topk(keys, width, dim=1, largest=True, sorted=True).indices
+                top_idx[rows] = pos
+                top_val[rows] = block.gather(1, pos)
+    finite = top_val > -np.inf
+    indices[:, :width] = torch.where(finite, top_idx, torch.full_like(top_idx, -1))
+    values[:, :width] = torch.where(finite, top_val, torch.full_like(top_val, -np.inf))
+    return indices, values
+
+
+def _order_key(values: Any, index: Any) -> Any:
+    """Unique int64 keys whose descending order is ``(-value, index)`` (float32 values).
+
+    float32 bits read as int32 order non-negative floats correctly; negative ones are
+    flipped (``bits ^ 0x7FFFFFFF``) so a larger magnitude gives a smaller key. ``+ 0.0``
+    turns ``-0.0`` into ``+0.0``, which compare equal as floats and must tie here too.
+    """
+    import torch
+
+    bits = (values + 0.0).view(torch.int32)
+    ordered = torch.where(bits >= 0, bits, bits ^ 0x7FFFFFFF).to(torch.int64)
+    return ordered * 2**32 + (2**32 - 1 - index)

@@ -96,14 +96,16 @@ def run_method(
     metric_names: tuple[str, ...],
     memory_budget_mb: float = 512.0,
     progress: bool = True,
+    device: str = "cpu",
 ) -> tuple[RankingEvaluation, dict[str, float]]:
+    """Fit, then evaluate on ``device`` (cpu | cuda | auto | cpu-torch); seconds of each."""
     t0 = time.perf_counter()
     method.fit(fit, side)
     t1 = time.perf_counter()
     popularity = np.asarray(fit.matrix.getnnz(axis=0), dtype=np.float64)
     evaluation = evaluate_ranking(
         method, fit.matrix, relevant, metric_names, memory_budget_mb=memory_budget_mb,
-        item_popularity=popularity, progress=progress, desc=f"{method.name}",
+        item_popularity=popularity, progress=progress, desc=f"{method.name}", device=device,
     )
     t2 = time.perf_counter()
     return evaluation, {"fit": t1 - t0, "evaluate": t2 - t1}
@@ -194,8 +196,12 @@ def run_benchmark(
     progress: bool = True,
     echo=print,
     tuned_dir: str | os.PathLike | None = None,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Run methods on tracks and write records (and leaderboards); returns what was done.
+
+    ``device`` is where the ranking engine runs (``cpu``, ``cuda``, ``auto``; see
+    :mod:`benchmark.device`); each record names it in ``split.device``.
 
     Parameters stored by ``gembench tune`` for (data set, protocol, track, method) are used
     when they were tuned on this split (same fingerprint); ``tuned_dir`` defaults to
@@ -211,7 +217,7 @@ def run_benchmark(
             path, skip = run_one(ds, split, track_name, method_name, fit, relevant, side,
                                  protocol=protocol, seed=seed, results_dir=results_dir,
                                  memory_budget_mb=memory_budget_mb, progress=progress,
-                                 echo=echo, tuned_dir=tuned_dir)
+                                 echo=echo, tuned_dir=tuned_dir, device=device)
             if path is not None:
                 written.append(path)
             if skip is not None:
@@ -240,6 +246,7 @@ def run_one(
     progress: bool = True,
     echo=print,
     tuned_dir: str | os.PathLike | None = None,
+    device: str = "cpu",
 ) -> tuple[Path | None, tuple[str, str, str] | None]:
     """One (track, method) run: fit, evaluate, write its record atomically.
 
@@ -258,7 +265,7 @@ def run_one(
         method.set_params(**tuned)
     try:
         evaluation, timing = run_method(
-            method, fit, relevant, side, track.metrics, memory_budget_mb, progress
+            method, fit, relevant, side, track.metrics, memory_budget_mb, progress, device
         )
     except NotApplicable as e:
         echo(f"skipped {display} on {track_name}: {e}")
@@ -270,7 +277,7 @@ def run_one(
         split={"protocol": split.meta["protocol"], "fingerprint": split.fingerprint,
                "part": "test", "fit_on": "train+valid",
                "interaction_kind": split.meta["tracks"][track_name]["interaction_kind"],
-               "config": split.meta.get("params")},
+               "config": split.meta.get("params"), "device": evaluation.device},
         method={"name": display, "class": f"{cls.__module__}:{cls.__qualname__}",
                 "params": _jsonable(method.get_params()),
                 "tuned": tuned is not None, "tuned_on": tuned_on},
