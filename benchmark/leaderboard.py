@@ -35,12 +35,22 @@ TRACK_METRICS["lora-edit"] = ("gain", "win_rate", "fidelity", "distance")
 TRACK_SORT_METRIC: dict[str, str] = {"preference": "accuracy", "lora-edit": "gain"}
 
 
-def table_metrics(track: str) -> tuple[str, ...]:
+#: the rerank protocol's short candidate lists (ImageGem's reranking table: Recall@5, NDCG@5)
+RERANK_METRICS = ("recall@1", "recall@5", "ndcg@5", "ndcg@10", "mrr@10")
+
+
+def _is_rerank(protocol: str | None) -> bool:
+    return bool(protocol) and str(protocol).startswith("rerank")
+
+
+def table_metrics(track: str, protocol: str | None = None) -> tuple[str, ...]:
+    if _is_rerank(protocol):
+        return RERANK_METRICS
     return TRACK_METRICS.get(track, TABLE_METRICS)
 
 
-def sort_metric(track: str) -> str:
-    return TRACK_SORT_METRIC.get(track, SORT_METRIC)
+def sort_metric(track: str, protocol: str | None = None) -> str:
+    return "ndcg@5" if _is_rerank(protocol) else TRACK_SORT_METRIC.get(track, SORT_METRIC)
 TEST = "wilcoxon"
 DAGGER = "†"
 #: metrics where higher is not simply better: no "best", no significance test
@@ -96,7 +106,7 @@ def build_tables(results_dir: str | os.PathLike, test: str = TEST
                 }
             )
         _add_significance(rows, vectors, test)
-        key = sort_metric(track)
+        key = sort_metric(track, protocol)
         rows.sort(key=lambda row: (-row["metrics"].get(key, 0.0), row["method"]))
         first = members[0][1]
         tables.append(
@@ -109,7 +119,7 @@ def build_tables(results_dir: str | os.PathLike, test: str = TEST
                 "gembench_version": __version__,
                 "interval_method": first.get("interval_method"),
                 "significance_test": significance_note(test),
-                "metrics": list(table_metrics(track)),
+                "metrics": list(table_metrics(track, protocol)),
                 "sort_metric": key,
                 "rows": rows,
             }
@@ -174,7 +184,8 @@ def provenance(table: dict[str, Any]) -> str:
 
 def to_markdown(table: dict[str, Any], metrics: tuple[str, ...] | None = None) -> str:
     """One table as Markdown, with intervals, significance marks and provenance."""
-    metrics = tuple(metrics or table.get("metrics") or table_metrics(table["track"]))
+    metrics = tuple(metrics or table.get("metrics")
+                    or table_metrics(table["track"], table["protocol"]))
     header = ["method", *metrics, "users"]
     lines = [
         f"## {table['track']} — {table['dataset']} ({table['protocol']} split)",
@@ -188,7 +199,7 @@ def to_markdown(table: dict[str, Any], metrics: tuple[str, ...] | None = None) -
     lines += [
         "",
         f"Mean over evaluated users; in brackets the 95% interval ({table['interval_method']}). "
-        f"Sorted by {table.get('sort_metric', sort_metric(table['track']))}.",
+        f"Sorted by {table.get('sort_metric', sort_metric(table['track'], table['protocol']))}.",
         f"Bold: best per metric; {DAGGER}: not significantly different from the best "
         f"({table.get('significance_test', significance_note())}). "
         + _reference_note(table).replace("\\_", "_").rstrip(),
@@ -270,7 +281,7 @@ def to_latex(table: dict[str, Any], metrics: list[str] | tuple[str, ...],
 
 def _svg_plot(table: dict[str, Any], metric: str | None = None) -> str:
     """Mean with its 95% interval per method, as a horizontal dot-and-whisker SVG."""
-    metric = metric or table.get("sort_metric") or sort_metric(table["track"])
+    metric = metric or table.get("sort_metric") or sort_metric(table["track"], table["protocol"])
     rows = [r for r in table["rows"] if metric in r["metrics"]]
     label_w, plot_w, row_h, top, bottom = 150, 420, 22, 28, 34
     height = top + row_h * len(rows) + bottom
@@ -380,7 +391,7 @@ def to_html(tables: list[dict[str, Any]], metrics: tuple[str, ...] | None = None
     are drawn as line plots after the tables.
     """
     def cols(t: dict[str, Any]) -> tuple[str, ...]:
-        return tuple(metrics or t.get("metrics") or table_metrics(t["track"]))
+        return tuple(metrics or t.get("metrics") or table_metrics(t["track"], t["protocol"]))
 
     payload = [
         {"metrics": list(cols(t)),
