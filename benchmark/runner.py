@@ -145,7 +145,7 @@ def plan_runs(
         side = SideInfo(dataset=ds, item_kind=track.item_kind, seed=seed)
         names = ([n for n in methods if n not in METHODS or track_name in METHODS[n].tracks]
                  if methods else [n for n, spec in METHODS.items()
-                                  if spec.runs_by_default(track_name)])
+                                  if spec.runs_by_default(track_name, protocol)])
         plan.append((track_name, list(names), fit, relevant, side))
     return ds, split, plan, skipped
 

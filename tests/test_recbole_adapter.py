@@ -124,9 +124,67 @@ def test_registry_resolves_any_recbole_model():
     assert cls.name == "recbole:LightGCN" and cls.__qualname__ == "RecBoleModel"
     assert resolve_method("recbole:NGCF")[1]().model == "NGCF"  # not listed, still runs
     for model in MODELS:
-        # opt-in (`--methods recbole:SASRec`): too slow for `make run` on 2 cores
-        assert not METHODS[f"recbole:{model}"].runs_by_default("lora-rec")
+        # default on lora-rec / leave-last-out only (make run's time budget, docs/recbole.md)
+        spec = METHODS[f"recbole:{model}"]
+        assert spec.runs_by_default("lora-rec")
+        assert spec.runs_by_default("lora-rec", "leave-last-out")
+        assert not spec.runs_by_default("lora-rec", "cold-start")
+        assert not spec.runs_by_default("image-rec")
+        assert not spec.runs_by_default("image-rec", "leave-last-out")
+    assert METHODS["popularity"].runs_by_default("image-rec", "cold-start")  # others unchanged
+    assert not METHODS["vlm-rerank"].runs_by_default("lora-rec", "leave-last-out")
     assert for_model("BPR")(epochs=1).get_params()["epochs"] == 1
+
+
+def test_per_model_defaults_and_search_spaces():
+    """recbole:<listed model> carries its MODEL_DEFAULTS in its signature (so records show
+    them) and its MODEL_SPACES entry; other models keep the class's."""
+    from baselines.recbole_adapter import MODEL_SPACES
+
+    sasrec = for_model("SASRec")
+    params = sasrec().get_params()
+    assert {k: params[k] for k in ("max_seq_length", "n_layers", "n_heads", "inner_size",
+                                   "hidden_act", "loss_type", "threads")} == {
+        "max_seq_length": 20, "n_layers": 1, "n_heads": 1, "inner_size": 64,
+        "hidden_act": "relu", "loss_type": "BPR", "threads": 1}
+    assert sasrec(loss_type="CE").loss_type == "CE"  # still overridable
+    assert sasrec.search_space == MODEL_SPACES["SASRec"][0] and sasrec.default_budget == 5
+    mult = for_model("MultVAE")()
+    assert (mult.model, mult.train_batch_size, mult.inner_size) == ("MultVAE", 500, 200)
+    assert for_model("MultVAE").search_space == MODEL_SPACES["MultiVAE"][0]
+    ngcf = for_model("NGCF")
+    assert ngcf.search_space == RecBoleModel.search_space and ngcf().n_layers is None
+    for model in MODELS:  # every searched key is a parameter, every value a list
+        cls = for_model(model)
+        assert set(cls.search_space) <= set(cls().get_params())
+
+
+def test_new_keys_reach_recbole(tiny, tmp_path):
+    """The per-model settings end up in RecBole's Config and in the model it builds."""
+    import torch
+    from recbole.config import Config
+
+    from baselines.recbole_adapter import _quiet_in
+
+    fit, _, side = tiny
+    before = torch.get_num_threads()
+    sasrec = for_model("SASRec")(epochs=1, embedding_size=16, seed=0).fit(fit, side)
+    assert torch.get_num_threads() == before  # threads=1 only while training
+    net = sasrec.model_
+    assert net.loss_type == "BPR" and len(net.trm_encoder.layer) == 1
+    ffn = net.trm_encoder.layer[0].feed_forward
+    assert ffn.dense_1.out_features == 64 and ffn.intermediate_act_fn is torch.nn.functional.relu
+    assert net.trm_encoder.layer[0].multi_head_attention.num_attention_heads == 1
+    assert sasrec.sequences_[0].shape[1] == 20
+
+    # MultVAE's inner_size becomes mlp_hidden_size; the CE loss keeps negative sampling off
+    mult = for_model("MultVAE")(embedding_size=16)
+    with _quiet_in(tmp_path):  # Config reads sys.argv: pytest's must not reach it
+        config = Config(model="MultiVAE", dataset="gb", config_dict=mult.recbole_config(tmp_path))
+    assert config["mlp_hidden_size"] == [200] and config["train_batch_size"] == 500
+    ce = RecBoleModel("SASRec", loss_type="CE", n_layers=3).recbole_config(tmp_path)
+    assert ce["train_neg_sample_args"] is None and ce["n_layers"] == 3
+    assert "n_heads" not in ce and ce["inner_size"] == 4 * 64  # None: RecBole's own default
 
 
 def test_runner_writes_a_record(tmp_path):
