@@ -212,13 +212,15 @@ def embed(encoder: Any, out: str | os.PathLike, engine: str = "local",
 def registered() -> dict[str, dict[str, str]]:
     """``gembench list``: registered data sets, sources, tracks and methods."""
     from benchmark.registry import DATASETS, SOURCES, all_methods
-    from benchmark.tasks import TRACKS
+    from benchmark.tasks import OTHER_TRACKS, TRACKS
 
     return {
         "datasets": dict(DATASETS),
         "sources": dict(SOURCES),
-        "tracks": {name: f"{t.question} [{t.item_kind}; {t.protocol}]"
-                   for name, t in TRACKS.items()},
+        "tracks": {**{name: f"{t.question} [{t.item_kind}; {t.protocol}]"
+                      for name, t in TRACKS.items()},
+                   **{name: f"{question} [{protocol}]"
+                      for name, (question, protocol) in OTHER_TRACKS.items()}},
         "methods": {name: f"{spec.summary} [{', '.join(spec.tracks)}]"
                     for name, spec in all_methods().items()},
     }
