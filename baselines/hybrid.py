@@ -27,7 +27,10 @@ _CONTENT = {"clip-mean": ClipMean, "clip-recent": ClipRecent}
 
 class Hybrid(RankingMethod):
     name = "hybrid"
-    search_space = {"beta": [1.0, 2.0, 4.0, 8.0, 16.0, 32.0], "cf": ["popularity", "itemknn"],
+    # beta up to 256: on cold-start the held-out items have no CF score at all, and only a
+    # large beta lets their content match compete with log(1 + count) of the warm items
+    search_space = {"beta": [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
+                    "cf": ["popularity", "itemknn"],
                     "content": ["clip-mean", "clip-recent"]}
 
     def __init__(self, beta: float = 8.0, cf: str = "popularity", content: str = "clip-mean"):
