@@ -22,11 +22,15 @@ install: $(STAMP)
 
 ## the main job on the synthetic small data set: every baseline on the ranking tracks
 ## (leave-last-out, then cold-start: held-out items unseen in training, where content
-## methods count), the preference track (every k of the few-shot curve) and the lora-edit
-## track (gain-vs-fidelity curve); leaderboards rebuilt after each step
+## methods count), the rerank protocol (10-candidate lists from itemknn, reordered by
+## other methods; vlm-rerank needs images and weights, so it is opt-in), the preference
+## track (every k of the few-shot curve) and the lora-edit track (gain-vs-fidelity curve);
+## leaderboards rebuilt after each step
 run: $(STAMP)
 	$(BIN)/gembench run --dataset synthetic-small
 	$(BIN)/gembench run --dataset synthetic-small --protocol cold-start
+	$(BIN)/gembench run --dataset synthetic-small --protocol rerank --first-stage itemknn \
+		--methods random,popularity,itemknn,userknn,clip-mean,hybrid,oracle
 	$(BIN)/gembench run --dataset synthetic-small --tracks preference
 	$(BIN)/gembench edit run --dataset synthetic-small
 
