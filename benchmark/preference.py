@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import pandas as pd
@@ -49,14 +49,20 @@ class PreferenceMethod(Protocol):
 
 
 @dataclass
-class PreferenceSplit:
-    """Per-user train / valid / test pairs, plus held-out ("unseen") users."""
+class PerUserSplit:
+    """Per-user train / valid / test judgements, plus held-out ("unseen") users.
+
+    The parts carry ``columns`` plus ``order`` (rank in the user's seeded permutation) and
+    ``unseen``; pairs (:class:`PreferenceSplit`) and ratings (``benchmark.ratings``) share it.
+    """
 
     train: pd.DataFrame
     valid: pd.DataFrame
     test: pd.DataFrame
     meta: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    #: the judgement columns :meth:`few_shot` returns
+    columns: ClassVar[list[str]] = PAIR_COLUMNS
 
     @property
     def fingerprint(self) -> str:
@@ -68,11 +74,11 @@ class PreferenceSplit:
         return np.sort(t.loc[t["unseen"], "user_id"].unique().astype(str))
 
     def few_shot(self, k: int | str | None = "all", who: str = "unseen") -> pd.DataFrame:
-        """Training pairs where each ``who`` user ("unseen" or "all") keeps only k judgements.
+        """Training rows where each ``who`` user ("unseen" or "all") keeps only k judgements.
 
         The k kept are the user's first k in its seeded permutation (column ``order``), so the
         sets are nested across k. ``k = "all"`` (or None) keeps every training judgement; for
-        unseen users "all" means their whole training part. Returns ``PAIR_COLUMNS``.
+        unseen users "all" means their whole training part. Returns :attr:`columns`.
         """
         if who not in ("unseen", "all"):
             raise ValueError(f"who must be 'unseen' or 'all', got {who!r}")
@@ -85,7 +91,7 @@ class PreferenceSplit:
                 raise ValueError(f"k must be >= 0 or 'all', got {k}")
             capped = train["unseen"].to_numpy() if who == "unseen" else np.ones(len(train), bool)
             keep = ~capped | (train["order"].to_numpy() < k)
-        return train.loc[keep, PAIR_COLUMNS].reset_index(drop=True)
+        return train.loc[keep, self.columns].reset_index(drop=True)
 
     def save(self, out: str | os.PathLike) -> Path:
         """``train/valid/test.parquet`` + ``split.json`` (with the fingerprint)."""
@@ -97,6 +103,10 @@ class PreferenceSplit:
                           + "\n")
         self.path = out
         return out
+
+
+class PreferenceSplit(PerUserSplit):
+    """Per-user train / valid / test pairs (``PAIR_COLUMNS``), plus held-out users."""
 
 
 def _clean(frame: pd.DataFrame) -> pd.DataFrame:

@@ -21,17 +21,17 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
-from benchmark.data.store import Dataset, atomic_write_text
+from benchmark.data.store import Dataset
 from benchmark.errors import DataError
 from benchmark.metrics import pairwise_accuracy
-from benchmark.preference import PAIR_COLUMNS, TRACK, PreferenceMethod
+from benchmark.preference import PAIR_COLUMNS, TRACK, PerUserSplit, PreferenceMethod
 from benchmark.protocols import SideInfo
 from benchmark.results import (
     N_BOOTSTRAP,
@@ -239,55 +239,14 @@ def ratings_to_pairs(ratings: pd.DataFrame, *, ties: str = "drop",
 # splits
 
 
-@dataclass
-class RatingSplit:
-    """Per-user train / valid / test ratings, plus held-out ("unseen") users."""
+class RatingSplit(PerUserSplit):
+    """Per-user train / valid / test ratings (``RATING_COLUMNS``), plus held-out users.
 
-    train: pd.DataFrame
-    valid: pd.DataFrame
-    test: pd.DataFrame
-    meta: dict[str, Any] = field(default_factory=dict)
-    path: Path | None = None
+    :meth:`few_shot` follows :meth:`benchmark.preference.PreferenceSplit.few_shot`; with a
+    source split (PAMELA) unseen users have no training rows, so every k gives them nothing.
+    """
 
-    @property
-    def fingerprint(self) -> str:
-        return str(self.meta["fingerprint"])
-
-    @property
-    def unseen_users(self) -> np.ndarray:
-        t = self.test
-        return np.sort(t.loc[t["unseen"], "user_id"].unique().astype(str))
-
-    def few_shot(self, k: int | str | None = "all", who: str = "unseen") -> pd.DataFrame:
-        """Training ratings where each ``who`` user keeps only its first k (nested across k).
-
-        Same rule as :meth:`benchmark.preference.PreferenceSplit.few_shot`; returns
-        ``RATING_COLUMNS``. With a source split (PAMELA) unseen users have no training rows,
-        so every k gives them nothing.
-        """
-        if who not in ("unseen", "all"):
-            raise ValueError(f"who must be 'unseen' or 'all', got {who!r}")
-        train = self.train
-        if k is None or k == "all":
-            keep = np.ones(len(train), bool)
-        else:
-            k = int(k)
-            if k < 0:
-                raise ValueError(f"k must be >= 0 or 'all', got {k}")
-            capped = train["unseen"].to_numpy() if who == "unseen" else np.ones(len(train), bool)
-            keep = ~capped | (train["order"].to_numpy() < k)
-        return train.loc[keep, RATING_COLUMNS].reset_index(drop=True)
-
-    def save(self, out: str | os.PathLike) -> Path:
-        """``train/valid/test.parquet`` + ``split.json`` (with the fingerprint)."""
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        for name in PARTS:
-            getattr(self, name).to_parquet(out / f"{name}.parquet", index=False)
-        atomic_write_text(out / "split.json",
-                          json.dumps(self.meta, indent=2, sort_keys=True) + "\n")
-        self.path = out
-        return out
+    columns: ClassVar[list[str]] = RATING_COLUMNS
 
 
 def _clean_ratings(frame: pd.DataFrame, source: str = "<ratings>") -> pd.DataFrame:
