@@ -135,6 +135,38 @@ def preference_fingerprint(parts: dict[str, pd.DataFrame]) -> str:
     return hashlib.sha256(b"".join(lines)).hexdigest()
 
 
+def per_user_parts(frame: pd.DataFrame, sort_columns: list[str], min_count: int,
+                   valid_ratio: float, test_ratio: float, unseen_ratio: float, seed: int
+                   ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, int]:
+    """The seeded per-user assignment shared by pair and rating splits.
+
+    Rows are put in a canonical order (``sort_columns``), users with fewer than
+    ``min_count`` rows dropped, a seeded ``unseen_ratio`` share of users held out, and each
+    user's rows permuted (seeded); with n rows the last ``max(1, round(test_ratio n))`` are
+    test, the ``max(1, round(valid_ratio n))`` before them valid, the rest train. Returns
+    (rows with ``order`` and ``unseen``, part name per row, kept users, number held out).
+    """
+    rng = np.random.default_rng(seed)
+    frame = frame.sort_values(sort_columns, kind="stable").reset_index(drop=True)
+    sizes = frame.groupby("user_id", sort=True).size()
+    users = sizes.index[sizes >= min_count].to_numpy(dtype=object)
+    frame = frame[frame["user_id"].isin(set(users))].reset_index(drop=True)
+    n_unseen = int(round(unseen_ratio * len(users)))
+    unseen = set(rng.choice(users, size=n_unseen, replace=False)) if n_unseen else set()
+    # seeded per-user permutation: sort by (user, random key)
+    frame["_key"] = rng.random(len(frame))
+    frame = frame.sort_values(["user_id", "_key"], kind="stable").reset_index(drop=True)
+    order = frame.groupby("user_id", sort=False).cumcount().to_numpy()
+    n = frame.groupby("user_id", sort=False)["user_id"].transform("size").to_numpy()
+    n_test = np.maximum(1, np.round(test_ratio * n)).astype(int)
+    n_valid = np.maximum(1, np.round(valid_ratio * n)).astype(int)
+    part = np.where(order >= n - n_test, "test",
+                    np.where(order >= n - n_test - n_valid, "valid", "train"))
+    frame["order"] = order.astype(np.int64)
+    frame["unseen"] = frame["user_id"].isin(unseen).to_numpy()
+    return frame.drop(columns="_key"), part, users, n_unseen
+
+
 def make_preference_split(
     source: Dataset | pd.DataFrame,
     *,
@@ -161,27 +193,8 @@ def make_preference_split(
     if missing:
         raise DataError(f"preference pairs lack columns {missing}",
                         rule=f"pairs have columns {PAIR_COLUMNS}")
-    frame = _clean(frame)
-    rng = np.random.default_rng(seed)
-    frame = frame.sort_values(["user_id", "image_a", "image_b", "label"], kind="stable")
-    frame = frame.reset_index(drop=True)
-    sizes = frame.groupby("user_id", sort=True).size()
-    users = sizes.index[sizes >= min_pairs].to_numpy(dtype=object)
-    frame = frame[frame["user_id"].isin(set(users))].reset_index(drop=True)
-    n_unseen = int(round(unseen_ratio * len(users)))
-    unseen = set(rng.choice(users, size=n_unseen, replace=False)) if n_unseen else set()
-    # seeded per-user permutation: sort by (user, random key)
-    frame["_key"] = rng.random(len(frame))
-    frame = frame.sort_values(["user_id", "_key"], kind="stable").reset_index(drop=True)
-    order = frame.groupby("user_id", sort=False).cumcount().to_numpy()
-    n = frame.groupby("user_id", sort=False)["label"].transform("size").to_numpy()
-    n_test = np.maximum(1, np.round(test_ratio * n)).astype(int)
-    n_valid = np.maximum(1, np.round(valid_ratio * n)).astype(int)
-    part = np.where(order >= n - n_test, "test",
-                    np.where(order >= n - n_test - n_valid, "valid", "train"))
-    frame["order"] = order.astype(np.int64)
-    frame["unseen"] = frame["user_id"].isin(unseen).to_numpy()
-    frame = frame.drop(columns="_key")
+    frame, part, users, n_unseen = per_user_parts(
+        _clean(frame), PAIR_COLUMNS, min_pairs, valid_ratio, test_ratio, unseen_ratio, seed)
     parts = {name: frame.loc[part == name, PART_COLUMNS].reset_index(drop=True)
              for name in PARTS}
     meta = {

@@ -31,7 +31,13 @@ import pandas as pd
 from benchmark.data.store import Dataset
 from benchmark.errors import DataError
 from benchmark.metrics import pairwise_accuracy
-from benchmark.preference import PAIR_COLUMNS, TRACK, PerUserSplit, PreferenceMethod
+from benchmark.preference import (
+    PAIR_COLUMNS,
+    TRACK,
+    PerUserSplit,
+    PreferenceMethod,
+    per_user_parts,
+)
 from benchmark.protocols import SideInfo
 from benchmark.results import (
     N_BOOTSTRAP,
@@ -324,24 +330,8 @@ def make_rating_split(
         raise ValueError("valid_ratio and test_ratio must lie in (0, 1) and sum below 1")
     if not 0 <= unseen_ratio < 1:
         raise ValueError(f"unseen_ratio must lie in [0, 1), got {unseen_ratio}")
-    frame = _ratings_of(source)[RATING_COLUMNS]
-    rng = np.random.default_rng(seed)
-    frame = frame.sort_values(RATING_COLUMNS, kind="stable").reset_index(drop=True)
-    sizes = frame.groupby("user_id", sort=True).size()
-    users = sizes.index[sizes >= min_ratings].to_numpy(dtype=object)
-    frame = frame[frame["user_id"].isin(set(users))].reset_index(drop=True)
-    n_unseen = int(round(unseen_ratio * len(users)))
-    unseen = set(rng.choice(users, size=n_unseen, replace=False)) if n_unseen else set()
-    frame["_key"] = rng.random(len(frame))
-    frame = frame.sort_values(["user_id", "_key"], kind="stable").reset_index(drop=True)
-    order = frame.groupby("user_id", sort=False).cumcount().to_numpy()
-    n = frame.groupby("user_id", sort=False)["rating"].transform("size").to_numpy()
-    n_test = np.maximum(1, np.round(test_ratio * n)).astype(int)
-    n_valid = np.maximum(1, np.round(valid_ratio * n)).astype(int)
-    part = np.where(order >= n - n_test, "test",
-                    np.where(order >= n - n_test - n_valid, "valid", "train"))
-    frame["order"] = order.astype(np.int64)
-    frame["unseen"] = frame["user_id"].isin(unseen).to_numpy()
+    frame, part, _, _ = per_user_parts(_ratings_of(source)[RATING_COLUMNS], RATING_COLUMNS,
+                                       min_ratings, valid_ratio, test_ratio, unseen_ratio, seed)
     parts = {name: frame.loc[part == name, RATING_PART_COLUMNS].reset_index(drop=True)
              for name in PARTS}
     params = {"valid_ratio": valid_ratio, "test_ratio": test_ratio,
