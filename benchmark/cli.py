@@ -13,6 +13,8 @@ from typing import Annotated
 
 import typer
 
+from benchmark.cli_common import Quiet, guard
+
 app = typer.Typer(
     help="gembench: benchmark generative-image personalization (ImageGem and related data).",
     no_args_is_help=True,
@@ -32,7 +34,7 @@ from benchmark.cli_loras import edit_app, loras_app  # noqa: E402
 app.add_typer(loras_app, name="loras")
 app.add_typer(edit_app, name="edit")
 
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
 Engine = Annotated[str, typer.Option(
     help="local (this process) or ray (a Ray cluster; see docs/ray.md).")]
 Address = Annotated[str | None, typer.Option(
@@ -42,20 +44,6 @@ Address = Annotated[str | None, typer.Option(
 def _csv(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
-
-def _guard(fn):
-    """Run a command body; print GembenchError / KeyError as one line and exit 2."""
-    from benchmark.errors import GembenchError
-
-    try:
-        return fn()
-    except GembenchError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(e.exit_code) from None
-    except (KeyError, ValueError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        typer.echo(f"error: {msg}", err=True)
-        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -168,7 +156,7 @@ def run(
         typer.echo(f"{len(result['records'])} records written under {results_dir}/; "
                    f"leaderboards under {leaderboard_dir}/")
 
-    _guard(body)
+    guard(body)
 
 
 @app.command()
@@ -204,7 +192,7 @@ def tune(
                                 "default_value", "n_trials", "split_fingerprint", "path")},
                               indent=2))
 
-    _guard(body)
+    guard(body)
 
 
 @data_app.command("synth")
@@ -222,7 +210,7 @@ def data_synth(
         ds = api.synth(scale, out, seed=seed, progress=not quiet)
         typer.echo(json.dumps(api.info(ds.path), indent=2))
 
-    _guard(body)
+    guard(body)
 
 
 @data_app.command("import")
@@ -265,7 +253,7 @@ def data_import(
         ds = api.import_data(source, src, out, progress=not quiet, **options)
         typer.echo(json.dumps(api.info(ds.path), indent=2))
 
-    _guard(body)
+    guard(body)
 
 
 @data_app.command("info")
@@ -277,7 +265,7 @@ def data_info(path: Annotated[Path, typer.Argument(help="A data set folder.")]) 
 
         typer.echo(json.dumps(api.info(path), indent=2))
 
-    _guard(body)
+    guard(body)
 
 
 @app.command()
@@ -312,7 +300,7 @@ def split(
         typer.echo(json.dumps({k: result.meta[k] for k in
                                ("protocol", "counts", "tracks", "fingerprint")}, indent=2))
 
-    _guard(body)
+    guard(body)
 
 
 @app.command()
@@ -335,7 +323,7 @@ def evaluate(
         typer.echo(json.dumps(api.evaluate(track, split, submission, out, record=record,
                                            name=name, results_dir=results_dir), indent=2))
 
-    _guard(body)
+    guard(body)
 
 
 @app.command()
@@ -357,7 +345,7 @@ def validate(
         if not report["valid"]:
             raise typer.Exit(2)
 
-    _guard(body)
+    guard(body)
 
 
 @app.command()
@@ -399,7 +387,7 @@ def leaderboard(
         for note in result["notes"]:
             typer.echo(f"note: {note}")
 
-    _guard(body)
+    guard(body)
 
 
 @app.command()
@@ -450,7 +438,7 @@ def embed(
         typer.echo(f"{res['rows']} {res['kind']} embeddings (d={res['dim']}) in {res['path']}"
                    f"; {res['missing_count']} unreadable, listed in {res['kind']}.json")
 
-    _guard(body)
+    guard(body)
 
 
 judge_app = typer.Typer(help="Fit, save and apply preference judges (for the lora-edit track).",
@@ -481,7 +469,7 @@ def judge_fit(
                    f"{metrics['accuracy']:.4f}, held-out users "
                    f"{metrics.get('accuracy_unseen', float('nan')):.4f}")
 
-    _guard(body)
+    guard(body)
 
 
 @judge_app.command("score")
@@ -504,7 +492,7 @@ def judge_score(
         if out is not None:
             typer.echo(f"{len(scored)} rows written to {out}")
 
-    _guard(body)
+    guard(body)
 
 
 @app.command("list")

@@ -12,18 +12,7 @@ from typing import Annotated
 
 import typer
 
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
-
-
-def _guard(fn):
-    """Run a command body; print GembenchError as one line and exit with its code."""
-    from benchmark.errors import GembenchError
-
-    try:
-        return fn()
-    except GembenchError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(e.exit_code) from None
+from benchmark.cli_common import Quiet, guard
 
 
 def download(
@@ -59,7 +48,7 @@ def download(
         typer.echo(f"data card: {out / 'DATACARD.md'}; convert with: "
                    f"gembench data import imagegem {out / 'raw'} --out data/imagegem")
 
-    _guard(body)
+    guard(body)
 
 
 def images(
@@ -90,4 +79,4 @@ def images(
                                "requests": report["requests"]}, indent=2))
         typer.echo(f"report (with the failed ids): {target / REPORT_FILE}")
 
-    _guard(body)
+    guard(body)

@@ -12,31 +12,19 @@ from typing import Annotated
 
 import typer
 
+from benchmark.cli_common import Quiet, guard
+
 loras_app = typer.Typer(help="LoRA bank: index safetensors LoRAs, fit a latent weight space.",
                         no_args_is_help=True)
 edit_app = typer.Typer(help="The lora-edit track: edit LoRAs toward a user's taste.",
                        no_args_is_help=True)
 
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
 
 @edit_app.callback()
 def _edit() -> None:
     """The lora-edit track (a group even with one command, so ``edit run`` always parses)."""
 
-
-def _guard(fn):
-    from benchmark.errors import GembenchError
-
-    try:
-        return fn()
-    except GembenchError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(e.exit_code) from None
-    except (KeyError, ValueError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        typer.echo(f"error: {msg}", err=True)
-        raise typer.Exit(2) from None
 
 
 @loras_app.command("index")
@@ -60,7 +48,7 @@ def loras_index(
         typer.echo(f"indexed {len(index.entries())} LoRAs, skipped {len(index.skipped)} "
                    f"-> {out}")
 
-    _guard(body)
+    guard(body)
 
 
 @loras_app.command("space")
@@ -90,7 +78,7 @@ def loras_space(
                                "first": [round(float(r), 6) for r in ratio[:5]],
                                "path": str(path)}))
 
-    _guard(body)
+    guard(body)
 
 
 @loras_app.command("synth")
@@ -110,7 +98,7 @@ def loras_synth(
                                                                  progress=not quiet)
         typer.echo(f"wrote {len(paths)} LoRA files -> {out}")
 
-    _guard(body)
+    guard(body)
 
 
 @edit_app.command("run")
@@ -158,4 +146,4 @@ def edit_run(
                 typer.echo(f"note: {note}")
             typer.echo(f"leaderboards rebuilt under {leaderboard_dir}/ ({len(files)} files)")
 
-    _guard(body)
+    guard(body)
