@@ -375,10 +375,15 @@ class TorchPreferenceModel(ParamsMixin):
 
     def score(self, user_ids: np.ndarray, image_ids: np.ndarray) -> np.ndarray:
         """Utility of each image for its user (float32); unknown users get the global head."""
+        rows = lookup(self.ids_, np.asarray(image_ids, dtype=object).astype(str))
+        return self.score_embeddings(user_ids, np.asarray(self.emb_[rows], np.float32))
+
+    def score_embeddings(self, user_ids: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
+        """Utility of each embedding (a new render, say) for its user (float32)."""
         import torch
 
         users = _codes(user_ids)
-        rows = lookup(self.ids_, np.asarray(image_ids, dtype=object).astype(str))
+        embeddings = np.asarray(embeddings, np.float32)
         out = np.zeros(len(users), np.float32)
         if len(users) == 0:
             return out
@@ -393,7 +398,7 @@ class TorchPreferenceModel(ParamsMixin):
             for s, e in zip(bounds[:-1], bounds[1:], strict=True):
                 idx = order[s:e]
                 slots_users, slot = np.unique(hist_row[idx], return_inverse=True)
-                cand_e = torch.from_numpy(np.asarray(self.emb_[rows[idx]], np.float32))
+                cand_e = torch.from_numpy(embeddings[idx])
                 u = self._batch_scores(self.hist_, self.table_, slots_users, slot, cand_e,
                                        np.full(len(idx), -2, np.int64))
                 out[idx] = u.numpy()

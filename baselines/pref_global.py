@@ -68,4 +68,8 @@ class GlobalReward:
 
     def score(self, user_ids: np.ndarray, image_ids: np.ndarray) -> np.ndarray:
         rows = lookup(self.ids_, image_ids)
-        return (np.asarray(self.emb_[rows], np.float32) @ self.w_).astype(np.float32)
+        return self.score_embeddings(user_ids, self.emb_[rows])
+
+    def score_embeddings(self, user_ids: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
+        """``<w, e>`` of any embeddings (renders of an edited LoRA, say)."""
+        return (np.asarray(embeddings, np.float32) @ self.w_).astype(np.float32)

@@ -72,7 +72,11 @@ class UserEmbedding:
         return self
 
     def score(self, user_ids: np.ndarray, image_ids: np.ndarray) -> np.ndarray:
-        e = np.asarray(self.emb_[lookup(self.ids_, image_ids)], np.float32)
+        return self.score_embeddings(user_ids, self.emb_[lookup(self.ids_, image_ids)])
+
+    def score_embeddings(self, user_ids: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
+        """``<w + v_u, e>`` of any embeddings (renders of an edited LoRA, say)."""
+        e = np.asarray(embeddings, np.float32)
         rows = self.users_.get_indexer(np.asarray(user_ids, dtype=object).astype(str))
         v = np.zeros_like(e)
         known = rows >= 0

@@ -118,6 +118,9 @@ def edit_run(
     leaderboard_dir: Annotated[Path | None, typer.Option(
         help="Rebuild the leaderboards here afterwards (empty string: do not).")]
     = Path("leaderboards"),
+    judge: Annotated[Path | None, typer.Option(
+        help="Judge edits with this saved preference model (gembench judge fit) instead of "
+             "the synthetic truth; its records form a table of their own.")] = None,
     quiet: Quiet = False,
 ) -> None:
     """Run the lora-edit track: one record per method, with the gain-vs-fidelity curve."""
@@ -125,12 +128,19 @@ def edit_run(
     def body() -> None:
         from benchmark.lora.track import run_lora_edit
 
+        judge_kw = {}
+        if judge is not None:
+            from benchmark.judge import EmbeddingJudge, load_judge
+
+            model = load_judge(judge)
+            judge_kw = {"judge": EmbeddingJudge(model),
+                        "judge_name": model.judge_meta_["method"]["name"]}
         names = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
         result = run_lora_edit(
             dataset, methods=names, steps=[float(s) for s in steps.split(",") if s.strip()],
             default_step=default_step, results_dir=results_dir, data_dir=data_dir, bank=bank,
             n_components=components, n_users=n_users, loras_per_user=loras_per_user,
-            seed=seed, progress=not quiet, echo=typer.echo,
+            seed=seed, progress=not quiet, echo=typer.echo, **judge_kw,
         )
         table = result["curve"]
         at = table[table["step"] == default_step]

@@ -205,3 +205,23 @@ def score_pairs(judge: Any, pairs: pd.DataFrame) -> pd.DataFrame:
     out["score_diff"] = d
     out["p_a"] = expit(d)
     return out
+
+
+class EmbeddingJudge:
+    """A preference model as the lora-edit track's judge: ``score(user_ids, embeddings)``.
+
+    The track renders an edited LoRA to image embeddings that no data set has; a judge must
+    score those directly, so the model needs ``score_embeddings(user_ids, embeddings)``
+    (``global-reward``, ``user-embedding``, ``history-attention``, ``preference-tokens``).
+    """
+
+    def __init__(self, model: Any) -> None:
+        if not hasattr(model, "score_embeddings"):
+            raise DataError(f"{type(model).__name__} cannot score new embeddings",
+                            rule="a lora-edit judge has score_embeddings(user_ids, embeddings)")
+        self.model = model
+
+    def score(self, user_ids: Any, embeddings: np.ndarray) -> np.ndarray:
+        users = np.asarray(user_ids, dtype=object).astype(str)
+        return np.asarray(self.model.score_embeddings(users, np.asarray(embeddings, np.float32)),
+                          dtype=np.float64)

@@ -167,3 +167,32 @@ def test_cli_run_preference_track_only_and_method_track_checks(tiny, tmp_path):
     res = runner.invoke(app, [*args[:4], "lora-rec", *args[5:]])
     assert res.exit_code == 2
     assert "runs on ['preference'], not on the requested tracks ['lora-rec']" in res.output
+
+
+def test_saved_judge_scores_lora_edits_in_a_table_of_its_own(tiny, tmp_path):
+    from benchmark.cli_loras import edit_app
+    from benchmark.judge import EmbeddingJudge
+
+    runner = CliRunner()
+    out = tmp_path / "judge"
+    res = runner.invoke(app, ["judge", "fit", "--method", "user-embedding", "--out", str(out),
+                              "--dataset", str(tiny.path), "--data-dir", str(tmp_path / "d")])
+    assert res.exit_code == 0, res.output
+    judge = EmbeddingJudge(load_judge(out))
+    # the judge scores a render exactly as the model scores that image's embedding
+    model = load_judge(out)
+    ids = model.ids_[:3].to_numpy()
+    users = np.array(["u0000001"] * 3, dtype=object)
+    np.testing.assert_allclose(judge.score(users, model.emb_[:3]), model.score(users, ids),
+                               rtol=1e-6)
+    res = runner.invoke(edit_app, ["run", "--dataset", str(tiny.path), "--methods",
+                                   "no-edit,oracle-direction", "--steps", "1", "--components",
+                                   "8", "--n-users", "10", "--data-dir", str(tmp_path / "d"),
+                                   "--results-dir", str(tmp_path / "res"), "--leaderboard-dir",
+                                   str(tmp_path / "lb"), "--judge", str(out), "-q"])
+    assert res.exit_code == 0, res.output
+    record = json.loads((tmp_path / "res" / tiny.name / "leave-last-out-judge-user-embedding"
+                         / "lora-edit" / "no-edit.json").read_text())
+    assert record["judge"] == "user-embedding" and record["metrics"]["gain"] == 0.0
+    with pytest.raises(DataError, match="cannot score new embeddings"):
+        EmbeddingJudge(object())

@@ -229,6 +229,7 @@ def run_lora_edit(
     seed: int = 0,
     renderer: Renderer | None = None,
     judge: Judge | None = None,
+    judge_name: str | None = None,
     encoder: str = "synthetic-clip",
     progress: bool = True,
     echo: Any = print,
@@ -238,6 +239,9 @@ def run_lora_edit(
     ``bank``: an index folder (``gembench loras index``); default on synthetic data: the
     evaluated users' LoRAs plus a seeded sample up to ``bank_size``, written and indexed once
     under ``data_dir/lora-banks``. Non-synthetic data need ``bank``, ``renderer`` and ``judge``.
+    ``judge_name`` names a judge other than the synthetic truth (e.g. a saved preference model,
+    :class:`benchmark.judge.EmbeddingJudge`): its records get the protocol
+    ``<split>-judge-<name>``, a table of their own.
     """
     import scipy.sparse as sp
 
@@ -348,7 +352,9 @@ def run_lora_edit(
             track=TRACK,
             dataset={"name": ds.name, "path": str(ds.path),
                      "files_sha256": split.meta["dataset"]["files_sha256"]},
-            split={"protocol": split.meta["protocol"], "fingerprint": split.fingerprint,
+            split={"protocol": split.meta["protocol"]
+                   + (f"-judge-{judge_name}" if judge_name else ""),
+                   "fingerprint": split.fingerprint,
                    "part": "test", "fit_on": "train+valid",
                    "interaction_kind": split.meta["tracks"]["lora-rec"]["interaction_kind"],
                    "config": split.meta.get("params")},
@@ -365,6 +371,8 @@ def run_lora_edit(
                    "step_scale": scale, "default_step": float(default_step)},
         )
         record["steps"] = steps
+        record["judge"] = judge_name or ("synthetic truth" if world is not None
+                                         else type(judge).__name__)
         record["bank"] = {"path": str(index.path), "group": group, "form": index.form,
                           "base_model": index.groups[group]["base_model"],
                           "layout_key": layout.key}
