@@ -217,3 +217,30 @@ def test_cli_errors_are_one_line(tmp_path):
 def test_embed_help():
     res = CliRunner().invoke(app, ["embed", "--help"])
     assert res.exit_code == 0 and "--encoder" in res.output and "--texts" in res.output
+
+
+def test_images_from_a_table_equal_the_folder_run(tiny_arch, images, tmp_path):
+    """--images TABLE: ids from its id column, paths relative to the table's folder."""
+    import pandas as pd
+
+    _torch_seed()
+    enc = E.load_encoder(f"open_clip:{tiny_arch}:none", device="cpu")
+    E.embed(enc, tmp_path / "by-folder", images=images, batch_size=4, progress=False)
+    rows = pd.DataFrame({"image_id": [f"x{i}" for i in (3, 1, 5)],
+                         "path": ["img03.png", "img01.png", "img05.png"]})
+    table = images / "list.csv"
+    rows.to_csv(table, index=False)
+    try:
+        E.embed(enc, tmp_path / "by-table", images=table, batch_size=2, progress=False)
+        bad = images / "nopath.csv"
+        rows.rename(columns={"path": "file"}).to_csv(bad, index=False)
+        with pytest.raises(E.DataError, match="no column 'path'"):
+            E.list_images(bad)
+    finally:
+        table.unlink()
+        (images / "nopath.csv").unlink(missing_ok=True)
+    folder, folder_ids, _ = E.read_store(tmp_path / "by-folder", enc.name.replace(":", "-"))
+    arr, ids, meta = E.read_store(tmp_path / "by-table", enc.name.replace(":", "-"))
+    assert ids == ["x3", "x1"] and meta["missing"] == ["x5"]  # img05 is the corrupt file
+    for got, name in zip(arr, ("img03", "img01"), strict=True):
+        np.testing.assert_allclose(got, folder[folder_ids.index(name)], atol=1e-6)
