@@ -189,6 +189,12 @@ def leaderboard(results_dir: str | os.PathLike = "results",
     if not chosen:
         raise KeyError(f"no table for track {track!r} (data set {dataset or 'any'}, protocol "
                        f"{protocol or 'any'}) under {results_dir}")
+    if protocol is None and len(chosen) > 1:
+        # e.g. lora-rec has leave-last-out, cold-start and rerank tables: keep those that
+        # report every asked metric (the rerank lists have no recall@20)
+        having = [t for t in chosen
+                  if all(any(m in r["metrics"] for r in t["rows"]) for m in metrics)]
+        chosen = having or chosen
     text = "\n".join(to_latex(t, metrics, style) for t in chosen)
     return {"files": [], "tables": chosen, "notes": notes, "text": text}
 

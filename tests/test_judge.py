@@ -196,3 +196,22 @@ def test_saved_judge_scores_lora_edits_in_a_table_of_its_own(tiny, tmp_path):
     assert record["judge"] == "user-embedding" and record["metrics"]["gain"] == 0.0
     with pytest.raises(DataError, match="cannot score new embeddings"):
         EmbeddingJudge(object())
+
+
+def test_latex_for_a_track_skips_tables_without_the_metrics(tmp_path):
+    from benchmark import api
+    from benchmark.results import make_record, record_path, write_record
+
+    for protocol, metrics in (("leave-last-out", {"ndcg@20": 0.2}),
+                              ("rerank-itemknn-c10", {"ndcg@5": 0.5})):
+        record = make_record(
+            track="lora-rec", dataset={"name": "d"},
+            split={"protocol": protocol, "fingerprint": "f" * 64},
+            method={"name": "m", "params": {}}, summary=metrics,
+            per_user={k: np.array([v, v]) for k, v in metrics.items()},
+            user_ids=["u1", "u2"], counts={"n_users_evaluated": 2}, seed=0, timing={})
+        write_record(record, record_path(tmp_path, record))
+    out = api.leaderboard(tmp_path, format="latex", track="lora-rec", metrics=["ndcg@20"])
+    assert [t["protocol"] for t in out["tables"]] == ["leave-last-out"]
+    with pytest.raises(KeyError, match="unknown metric"):
+        api.leaderboard(tmp_path, format="latex", track="lora-rec", metrics=["nope@1"])
