@@ -32,6 +32,14 @@ not even load the weights. Costs are counted in ``stats_``: ``n_model_calls`` (f
 generate calls, each one batch of up to ``batch_size`` prompts), ``model_seconds``,
 ``n_prompts``, ``cache_hits``.
 
+Engines (``engine``): ``local`` runs the model in this process. ``ray`` sends the prompts
+whose scores are missing from the cache (plain data: image paths, the description if
+cached) as Ray Data ``map_batches`` to a pool of ``workers`` actors
+(:class:`benchmark.distributed._VLMActor`, one VLM loaded per actor, ``gpus_per_worker``
+GPUs each, at ``address`` or a local Ray); the driver writes each returned batch into the
+same cache and counts its model calls, then scores come from the cache as locally. So a
+lost worker loses nothing already cached and a rerun makes 0 calls with either engine.
+
 transformers: ``AutoProcessor`` + ``AutoModelForImageTextToText`` (the image-text-to-text
 auto class of transformers 5), prompts built with the processor's chat template, left
 padding for batches (the next-token position is the last column).
@@ -165,7 +173,9 @@ class VLMReranker(RankingMethod):
                  top_n: int = 50, first_stage: str = "itemknn", n_orders: int = 2,
                  batch_size: int = 8, cache_dir: str | None = ".cache/vlm-rerank",
                  device: str = "auto", dtype: str = "auto",
-                 images: str | None = None, max_description_tokens: int = 48, seed: int = 0):
+                 images: str | None = None, max_description_tokens: int = 48, seed: int = 0,
+                 engine: str = "local", address: str | None = None, workers: int = 2,
+                 gpus_per_worker: float | None = None):
         self.model = model
         self.mode = mode
         self.n_history = n_history
@@ -179,6 +189,10 @@ class VLMReranker(RankingMethod):
         self.images = images
         self.max_description_tokens = max_description_tokens
         self.seed = seed
+        self.engine = engine
+        self.address = address
+        self.workers = workers
+        self.gpus_per_worker = gpus_per_worker
 
     # --------------------------------------------------------------------------- fit
     def fit(self, train: InteractionData, side: SideInfo) -> VLMReranker:
@@ -187,6 +201,8 @@ class VLMReranker(RankingMethod):
             raise ValueError(f"vlm-rerank: mode is one of {MODES}, got {self.mode!r}")
         if self.mode == "describe-then-score" and self.n_orders < 1:
             raise ValueError("vlm-rerank: n_orders must be >= 1")
+        if self.engine not in ("local", "ray"):
+            raise ValueError(f"vlm-rerank: engine is 'local' or 'ray', got {self.engine!r}")
         images = self.images or side.extra.get("images")
         if images is None:
             raise NotApplicable("vlm-rerank needs image files: pass --images DIR (or a table "
@@ -372,6 +388,15 @@ class VLMReranker(RankingMethod):
         for j, k in enumerate(keys):
             if k in found:
                 scores[rows[j], cols[j]] = found[k][0]
+        if self.engine == "ray":
+            jobs = []
+            for j in todo:
+                u, i = int(user_idx[rows[j]]), int(items[rows[j], cols[j]])
+                hist = [self.item_paths_[h] for h in self.history(u)]
+                jobs.append({"key": keys[j], "images": [*hist, self.item_paths_[i]]})
+            for j, v in zip(todo, self._ray_compute("yes-no", jobs), strict=True):
+                scores[rows[j], cols[j]] = v
+            return
         for start in range(0, len(todo), self.batch_size):
             batch = todo[start : start + self.batch_size]
             messages, images = [], []
@@ -435,6 +460,9 @@ class VLMReranker(RankingMethod):
         todo_rows = sorted({r for (r, c), k in keys.items() if k not in found})
         if not todo_rows:
             return
+        if self.engine == "ray":
+            self._rerank_describe_ray(user_idx, items, has, scores, keys, todo_rows)
+            return
         descriptions = self.describe(user_idx[todo_rows])
         prompts = []  # (row, order, columns in slot order)
         for r, text in zip(todo_rows, descriptions, strict=True):
@@ -457,6 +485,66 @@ class VLMReranker(RankingMethod):
                 scores[r, c] = value
                 rows_out.append((keys[(r, int(c))], value, None))
         self._store(rows_out)
+
+    # ------------------------------------------------------------------------ ray
+    def _description_key(self, user: int) -> str:
+        return cache_key(self.model, "description", self.user_ids_[user],
+                         [PROMPT_VERSION, self.item_kind_, self._history_ctx(user),
+                          self.max_description_tokens, self.seed])
+
+    def _rerank_describe_ray(self, user_idx: np.ndarray, items: np.ndarray, has: np.ndarray,
+                             scores: np.ndarray, keys: dict[tuple[int, int], str],
+                             todo_rows: list[int]) -> None:
+        """One job per user: its description (cached text, or generated by the actor) and
+        every order's candidate images; the actor returns the per-column mean scores."""
+        desc_keys = [self._description_key(int(user_idx[r])) for r in todo_rows]
+        cached = self._lookup(desc_keys)
+        jobs = []
+        for r, dk in zip(todo_rows, desc_keys, strict=True):
+            u, cols = int(user_idx[r]), np.flatnonzero(has[r])
+            hist = [self.item_paths_[h] for h in self.history(u)]
+            text = cached[dk][1] or "" if dk in cached else ("" if not hist else None)
+            perms = self.candidate_orders(u, len(cols))
+            jobs.append({"key": dk, "history": hist, "description": text,
+                         "orders": [[self.item_paths_[int(items[r, cols[p]])] for p in perm]
+                                    for perm in perms],
+                         "perms": perms.tolist(),
+                         "score_keys": [keys[(r, int(c))] for c in cols]})
+        got = self._ray_compute("describe-then-score", jobs)
+        for r, values in zip(todo_rows, got, strict=True):
+            scores[r, np.flatnonzero(has[r])] = values
+
+    def _ray_compute(self, mode: str, jobs: list[dict[str, Any]]) -> list[Any]:
+        """Run ``jobs`` on Ray actors in batches of ``batch_size``; store each batch's
+        scores (and new descriptions) in the cache as it returns; count its model calls.
+        Returns each job's value (a score, or a description job's per-candidate scores)."""
+        from benchmark.distributed import ray_vlm_scores
+
+        out: list[Any] = [None] * len(jobs)
+        if not jobs:
+            return out
+        params = {k: v for k, v in self.get_params().items()
+                  if k not in ("engine", "address", "workers", "gpus_per_worker",
+                               "cache_dir", "first_stage", "top_n", "images")}
+        for results, stats in ray_vlm_scores(params, mode, self.item_kind_, jobs,
+                                             self.batch_size, address=self.address,
+                                             workers=self.workers,
+                                             gpus_per_worker=self.gpus_per_worker):
+            rows: list[tuple[str, float | None, str | None]] = []
+            for res in results:
+                job = jobs[res["id"]]
+                out[res["id"]] = res["value"]
+                if mode == "yes-no":
+                    rows.append((job["key"], float(res["value"]), None))
+                    continue
+                if job["description"] is None:
+                    rows.append((job["key"], None, res["text"]))
+                rows += [(k, float(v), None)
+                         for k, v in zip(job["score_keys"], res["value"], strict=True)]
+            self._store(rows)
+            for name, value in stats.items():
+                self.stats_[name] += value
+        return out
 
     def label_logprobs(self, logprobs: np.ndarray, n: int) -> np.ndarray:
         """``log p(label_j) - logsumexp_k log p(label_k)`` for the first ``n`` labels."""

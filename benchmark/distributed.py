@@ -13,6 +13,8 @@ the same code (the embedding store with its resume file, atomic result records,
   where the cluster has GPUs). Results stream back in batch order into the local
   engine's partial store + progress file, so a run resumes (with either engine)
   at the first unfinished batch, and a lost worker loses nothing already written.
+* :func:`ray_vlm_scores` - ``vlm-rerank``'s uncached prompts, the same way (one VLM
+  per actor); the driver writes every returned score into the reranker's cache.
 * :func:`ray_run_benchmark` - one Ray task per (track, method) run; each writes its
   record atomically. :func:`ray_tune` - one Ray task per tuning trial.
 
@@ -221,6 +223,124 @@ def ray_embed(
                           progress=kwargs.get("progress", True))
     result = _embed(local, out, device=device, compute=compute, **kwargs)
     return {**result, "engine": "ray"}
+
+
+# vlm-rerank --------------------------------------------------------------------------
+class _VLMActor:
+    """One Ray Data actor of ``vlm-rerank``: loads the VLM once, scores whole batches.
+
+    It runs the reranker's own local code (``next_token_logprobs``, ``generate``,
+    ``yes_no_score``, ``label_logprobs``) on a ``VLMReranker`` built from the driver's
+    hyper-parameters with no cache: only the driver reads and writes the cache.
+    """
+
+    def __init__(self, params: dict[str, Any], item_kind: str, device: str, cwd: str):
+        from baselines.vlm_rerank import VLMReranker
+
+        _in_driver_folder(cwd)  # relative model / image paths mean the driver's
+        vlm = VLMReranker(**{**params, "device": device, "engine": "local",
+                             "cache_dir": None})
+        vlm.item_kind_ = item_kind
+        vlm.stats_ = {"n_model_calls": 0, "model_seconds": 0.0, "n_prompts": 0,
+                      "n_descriptions": 0}
+        vlm._loaded, vlm._cache = None, None
+        vlm._model()  # once per actor
+        self.vlm = vlm
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = []
+        for payload in batch["payload"]:
+            mode, jobs = pickle.loads(payload)
+            before = dict(self.vlm.stats_)
+            results = self._yes_no(jobs) if mode == "yes-no" else self._describe(jobs)
+            stats = {k: v - before[k] for k, v in self.vlm.stats_.items()}
+            out.append(pickle.dumps((results, stats), protocol=pickle.HIGHEST_PROTOCOL))
+        return {"b": np.asarray(batch["b"], dtype=np.int64),
+                "payload": np.array(out, dtype=object)}
+
+    def _yes_no(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from baselines.vlm_rerank import yes_no_messages
+
+        vlm = self.vlm
+        messages = [yes_no_messages(len(j["images"]) - 1, vlm.item_kind_) for j in jobs]
+        values = vlm.yes_no_score(vlm.next_token_logprobs(messages,
+                                                          [j["images"] for j in jobs]))
+        return [{"id": j["id"], "value": float(v)} for j, v in zip(jobs, values, strict=True)]
+
+    def _describe(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from baselines.vlm_rerank import choice_messages, describe_messages
+
+        vlm = self.vlm
+        texts = [j["description"] for j in jobs]
+        need = [k for k, t in enumerate(texts) if t is None]
+        for start in range(0, len(need), vlm.batch_size):
+            part = need[start : start + vlm.batch_size]
+            hists = [jobs[k]["history"] for k in part]
+            made = vlm.generate([describe_messages(len(h), vlm.item_kind_) for h in hists],
+                                hists)
+            vlm.stats_["n_descriptions"] += len(part)
+            for k, t in zip(part, made, strict=True):
+                texts[k] = t
+        prompts = [(k, np.asarray(perm), paths) for k, j in enumerate(jobs)
+                   for perm, paths in zip(j["perms"], j["orders"], strict=True)]
+        totals = [np.zeros(len(j["perms"][0]) if j["perms"] else 0) for j in jobs]
+        for start in range(0, len(prompts), vlm.batch_size):
+            part = prompts[start : start + vlm.batch_size]
+            lp = vlm.next_token_logprobs([choice_messages(texts[k], len(perm))
+                                          for k, perm, _ in part],
+                                         [paths for _, _, paths in part])
+            for (k, perm, _), row in zip(part, lp, strict=True):
+                totals[k][perm] += vlm.label_logprobs(row, len(perm))
+        return [{"id": j["id"], "text": texts[k], "value": (totals[k] / vlm.n_orders).tolist()}
+                for k, j in enumerate(jobs)]
+
+
+def ray_vlm_scores(params: dict[str, Any], mode: str, item_kind: str,
+                   jobs: Sequence[dict[str, Any]], batch_size: int, *,
+                   address: str | None = None, workers: int = 2,
+                   gpus_per_worker: float | None = None, cpus_per_worker: float = 1.0,
+                   progress: bool = False) -> Iterator[tuple[list[dict[str, Any]],
+                                                              dict[str, float]]]:
+    """``vlm-rerank``'s uncached prompts as Ray Data ``map_batches`` over ``workers`` actors.
+
+    ``jobs`` are plain data (image paths, a cached description or None); each Ray row is
+    ``batch_size`` of them. Yields, per finished row, its results (``id``: the job's index
+    in ``jobs``) and its cost counters, so the driver can cache them as they arrive.
+    """
+    import ray
+
+    ensure_ray(address)
+    gpus = _auto_gpus(gpus_per_worker)
+    device = params.get("device", "auto")
+    if device == "auto":
+        device = "cuda" if gpus > 0 else "cpu"
+    drop = ("key", "score_keys")
+    rows = []
+    for b, lo in enumerate(range(0, len(jobs), max(1, int(batch_size)))):
+        part = [{**{k: v for k, v in j.items() if k not in drop}, "id": lo + n}
+                for n, j in enumerate(jobs[lo : lo + max(1, int(batch_size))])]
+        rows.append({"b": b, "payload": pickle.dumps((mode, part),
+                                                     protocol=pickle.HIGHEST_PROTOCOL)})
+    if not rows:
+        return
+    ctx = ray.data.DataContext.get_current()
+    old = ctx.enable_progress_bars
+    ctx.enable_progress_bars = progress
+    try:
+        ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
+            _VLMActor,
+            fn_constructor_kwargs={"params": dict(params), "item_kind": item_kind,
+                                   "device": device, "cwd": os.getcwd()},
+            batch_size=1,
+            batch_format="numpy",
+            concurrency=max(1, min(int(workers), len(rows))),
+            num_cpus=cpus_per_worker,
+            num_gpus=gpus or None,
+        )
+        for row in ds.iter_rows():
+            yield pickle.loads(row["payload"])
+    finally:
+        ctx.enable_progress_bars = old
 
 
 # runs and tuning ---------------------------------------------------------------------

@@ -186,3 +186,38 @@ def test_unreachable_address_fails_fast_with_a_clear_error():
     D._check_reachable(None)  # a local Ray: nothing to check
     with pytest.raises(ValueError, match="unknown engine 'spark'"):
         api.run(engine="spark")
+
+
+def test_vlm_rerank_on_ray_equals_local_and_shares_its_cache(local_ray, tmp_path):
+    pytest.importorskip("transformers")
+    from PIL import Image
+    from test_vlm_rerank import build_tiny_vlm, make_reranker
+
+    model = build_tiny_vlm(tmp_path / "tiny-llava")
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray((rng.random((20, 20, 3)) * 255).astype(np.uint8)).save(
+            images / f"i{i}.png")
+    users, items = np.array([0, 1]), np.array([[3, 4, 5], [0, 4, -1]])
+    for mode in ("yes-no", "describe-then-score"):
+        kw = {"mode": mode, "max_description_tokens": 3}
+        local = make_reranker(model, images, tmp_path / f"local-{mode}", **kw)
+        expected = local.rerank(users, items)
+        remote = make_reranker(model, images, tmp_path / f"ray-{mode}", engine="ray",
+                               workers=2, **kw)
+        got = remote.rerank(users, items)
+        assert remote._loaded is None  # the driver never loads the weights
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+        assert np.isneginf(got[1, 2]) and np.isfinite(got[:, :2]).all()
+        # yes-no: 5 prompts in batches of 3 = 2 calls, as locally; describe: one generate
+        # call per batch of users, then 2 users x 2 orders = 4 prompts
+        calls = 2 if mode == "yes-no" else 1 + 2
+        assert local.stats_["n_model_calls"] == remote.stats_["n_model_calls"] == calls
+        assert remote.stats_["n_prompts"] == local.stats_["n_prompts"]
+        # the driver cached every (user, candidate): a local rerun makes no model call
+        again = make_reranker(model, images, tmp_path / f"ray-{mode}", **kw)
+        np.testing.assert_array_equal(again.rerank(users, items), got)
+        assert again.stats_["n_model_calls"] == 0 and again._loaded is None
+        assert again.stats_["cache_hits"] == 5

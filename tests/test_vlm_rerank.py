@@ -45,8 +45,8 @@ TEMPLATE = ("{% for m in messages %}{{ m['role'] }}: {% for c in m['content'] %}
             "{% endfor %}\n{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}")
 
 
-@pytest.fixture(scope="module")
-def tiny_vlm(tmp_path_factory) -> Path:
+def build_tiny_vlm(out: Path) -> Path:
+    """Save a tiny random LLaVA (seed 0) and its processor under ``out``; returns ``out``."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import (
         CLIPImageProcessor,
@@ -80,10 +80,14 @@ def tiny_vlm(tmp_path_factory) -> Path:
         image_token_id=VOCAB["<image>"], vision_feature_select_strategy="default",
         vision_feature_layer=-1)
     torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("tiny-llava")
     LlavaForConditionalGeneration(config).eval().save_pretrained(out)
     processor.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="module")
+def tiny_vlm(tmp_path_factory) -> Path:
+    return build_tiny_vlm(tmp_path_factory.mktemp("tiny-llava"))
 
 
 @pytest.fixture(scope="module")
