@@ -80,3 +80,29 @@ class FaissRetrieval(RankingMethod):
         rows = np.broadcast_to(np.arange(len(user_idx))[:, None], ids.shape)
         out[rows[ok], ids[ok]] = sims[ok]
         return out
+
+
+class OptionalFaiss(FaissRetrieval):
+    """For profile methods (``clip-mean``, ``clip-recent``): dense exact scoring by default,
+    or retrieval through a faiss index when ``index`` is set ("flat", "ivf", "hnsw").
+
+    The index settings other than ``index`` and ``n_candidates`` are class-level defaults
+    (a subclass or ``set_params`` may change them).
+    """
+
+    nlist: int | None = None
+    nprobe: int = 8
+    m: int = 32
+    ef_search: int = 128
+    device: str = "auto"
+    seed: int = 0
+
+    def _maybe_index(self, train, profile: np.ndarray, item_emb: np.ndarray) -> None:
+        if self.index is not None:
+            self._fit_index(profile, item_emb, np.asarray(train.matrix.getnnz(axis=1)))
+
+    def _scores(self, user_idx: np.ndarray, profile: np.ndarray,
+                item_emb: np.ndarray) -> np.ndarray:
+        if self.index is None:
+            return profile[user_idx] @ item_emb.T
+        return FaissRetrieval.score(self, user_idx)

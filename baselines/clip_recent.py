@@ -11,16 +11,22 @@ import numpy as np
 import scipy.sparse as sp
 
 from baselines._content import item_embeddings, normalise_rows, positions_from_end
-from benchmark.protocols import InteractionData, RankingMethod, SideInfo
+from baselines._retrieval import OptionalFaiss
+from benchmark.protocols import InteractionData, SideInfo
 
 
-class ClipRecent(RankingMethod):
+class ClipRecent(OptionalFaiss):
+    """``index``: None for dense exact scores, or a faiss index kind (see ``clip-mean``)."""
+
     name = "clip-recent"
     search_space = {"half_life": [1.0, 2.0, 5.0, 10.0, 20.0]}
 
-    def __init__(self, half_life: float = 5.0, encoder: str | None = None):
+    def __init__(self, half_life: float = 5.0, encoder: str | None = None,
+                 index: str | None = None, n_candidates: int = 100):
         self.half_life = half_life
         self.encoder = encoder
+        self.index = index
+        self.n_candidates = n_candidates
 
     def fit(self, train: InteractionData, side: SideInfo) -> ClipRecent:
         self.item_emb_, self.encoder_ = item_embeddings(train, side, self.encoder)
@@ -29,7 +35,8 @@ class ClipRecent(RankingMethod):
         weighted = sp.csr_matrix((weights, (users, train.frame["item_idx"].to_numpy())),
                                  shape=(train.n_users, train.n_items))
         self.profile_ = normalise_rows(np.asarray(weighted @ self.item_emb_, dtype=np.float32))
+        self._maybe_index(train, self.profile_, self.item_emb_)
         return self
 
     def score(self, user_idx: np.ndarray) -> np.ndarray:
-        return self.profile_[user_idx] @ self.item_emb_.T
+        return self._scores(user_idx, self.profile_, self.item_emb_)

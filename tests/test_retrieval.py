@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from baselines.clip_mean import ClipMean
+from baselines.clip_recent import ClipRecent
 from baselines.clip_text import ClipText
 from baselines.random import RandomRanker
 from baselines.two_tower import TwoTower
@@ -207,6 +208,28 @@ def test_flat_retrieval_ranks_like_dense_scoring(tiny_track):
                              progress=False)
     np.testing.assert_array_equal(retrieved.ranked, exact.ranked)
     assert retrieved.summary == exact.summary
+
+
+@pytest.mark.parametrize("cls", [ClipMean, ClipRecent])
+def test_profile_methods_through_faiss(tiny_track, cls):
+    """index=None scores densely; "flat" ranks identically; "hnsw" records its recall cost."""
+    fit, relevant, side = tiny_track
+    dense = _evaluate(cls(), fit, relevant, side)
+    flat_method = cls(index="flat")
+    flat = _evaluate(flat_method, fit, relevant, side)
+    # the same lists up to float rounding of near-ties (faiss's and numpy's products round
+    # differently): where they differ, the items' dense scores agree to 1e-6
+    scores = flat_method.profile_ @ flat_method.item_emb_.T
+    users = flat.user_idx[:, None]
+    np.testing.assert_allclose(scores[users, flat.ranked], scores[users, dense.ranked],
+                               atol=1e-6)
+    assert (flat.ranked != dense.ranked).mean() < 0.01
+    for name, value in dense.summary.items():
+        assert flat.summary[name] == pytest.approx(value, abs=1e-3)
+    assert flat_method.extra_ == {"retrieval_recall@100": 1.0}
+    hnsw = cls(index="hnsw").fit(fit, side)
+    assert 0.0 < hnsw.retrieval_recall_ <= 1.0 and "retrieval_recall@100" in hnsw.extra_
+    assert not hasattr(cls().fit(fit, side), "extra_")  # dense: nothing to record
 
 
 def test_two_tower_starts_as_clip_mean_is_deterministic_and_beats_random(tiny_track):
