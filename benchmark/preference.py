@@ -210,23 +210,33 @@ def make_preference_split(
     return PreferenceSplit(**parts, meta=meta)
 
 
-def load_preference_split(path: str | os.PathLike) -> PreferenceSplit:
-    """Read a folder written by :meth:`PreferenceSplit.save`; refuses edited rows."""
+def read_split_folder(path: str | os.PathLike, cls: type[PerUserSplit],
+                      clean: Callable[[pd.DataFrame, str], pd.DataFrame],
+                      fingerprint: Callable[[dict[str, pd.DataFrame]], str],
+                      kind: str) -> PerUserSplit:
+    """Read a folder written by :meth:`PerUserSplit.save`; refuses edited rows."""
     path = Path(path)
     meta_path = path / "split.json"
     if not meta_path.is_file():
-        raise DataError("not a preference split folder (no split.json)", path=str(path))
+        raise DataError(f"not a {kind} split folder (no split.json)", path=str(path))
     meta = json.loads(meta_path.read_text())
     parts = {}
     for name in PARTS:
+        file = path / f"{name}.parquet"
         try:
-            parts[name] = _clean(pd.read_parquet(path / f"{name}.parquet"))
+            parts[name] = clean(pd.read_parquet(file), str(file))
         except (OSError, ValueError) as e:
-            raise DataError(f"cannot read split part: {e}", path=str(path / name)) from e
-    if preference_fingerprint(parts) != meta.get("fingerprint"):
+            raise DataError(f"cannot read split part: {e}", path=str(file)) from e
+    if fingerprint(parts) != meta.get("fingerprint"):
         raise DataError("split rows do not match the fingerprint in split.json",
                         path=str(path), rule="a split folder is not edited after it is written")
-    return PreferenceSplit(**parts, meta=meta, path=path)
+    return cls(**parts, meta=meta, path=path)
+
+
+def load_preference_split(path: str | os.PathLike) -> PreferenceSplit:
+    """Read a folder written by :meth:`PreferenceSplit.save`; refuses edited rows."""
+    return read_split_folder(path, PreferenceSplit, lambda frame, _: _clean(frame),
+                             preference_fingerprint, "preference")
 
 
 # --------------------------------------------------------------------------------------------

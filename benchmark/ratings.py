@@ -18,11 +18,9 @@ pairwise methods train and run on rating data.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -37,6 +35,7 @@ from benchmark.preference import (
     PerUserSplit,
     PreferenceMethod,
     per_user_parts,
+    read_split_folder,
 )
 from benchmark.protocols import SideInfo
 from benchmark.results import (
@@ -389,17 +388,7 @@ def rating_split_from_column(source: Dataset | pd.DataFrame, column: str = "spli
 
 def load_rating_split(path: str | os.PathLike) -> RatingSplit:
     """Read a folder written by :meth:`RatingSplit.save`; refuses edited rows."""
-    path = Path(path)
-    meta_path = path / "split.json"
-    if not meta_path.is_file():
-        raise DataError("not a rating split folder (no split.json)", path=str(path))
-    meta = json.loads(meta_path.read_text())
-    parts = {name: _clean_ratings(pd.read_parquet(path / f"{name}.parquet"),
-                                  str(path / f"{name}.parquet")) for name in PARTS}
-    if rating_fingerprint(parts) != meta.get("fingerprint"):
-        raise DataError("split rows do not match the fingerprint in split.json",
-                        path=str(path), rule="a split folder is not edited after it is written")
-    return RatingSplit(**parts, meta=meta, path=path)
+    return read_split_folder(path, RatingSplit, _clean_ratings, rating_fingerprint, "rating")
 
 
 # --------------------------------------------------------------------------------------------
