@@ -131,8 +131,10 @@ def reproduce(record: str | os.PathLike, data_dir: str | os.PathLike | None = No
 def run(engine: str = "local", address: str | None = None, **kwargs: Any) -> dict[str, Any]:
     """``gembench run``: see :func:`benchmark.runner.run_benchmark` for the arguments.
 
-    ``engine="ray"`` runs each (track, method) as a Ray task on the cluster at ``address``
-    (``auto``, ``host:port``, or None for a local Ray); same records, same numbers.
+    ``engine="ray"`` runs each (seed, track, method) as a Ray task on the cluster at
+    ``address`` (``auto``, ``host:port``, or None for a local Ray); same records, same
+    numbers. ``seeds=[0, 1, 2]`` runs every seed (one table per seed and a mean ± sd table
+    over them, ``result["seed_tables"]``).
     ``device="cuda"`` (or ``"auto"``) ranks on the GPU (see :mod:`benchmark.device`; on Ray,
     ``auto`` is resolved on each worker); the default ``"cpu"`` is the numpy engine.
     """
@@ -167,24 +169,47 @@ def leaderboard(results_dir: str | os.PathLike = "results",
                 out: str | os.PathLike = "leaderboards", format: str = "files",
                 track: str | None = None, metrics: list[str] | None = None,
                 dataset: str | None = None, protocol: str | None = None,
-                style: str = "pm") -> dict[str, Any]:
+                style: str = "pm", seeds: bool = False) -> dict[str, Any]:
     """``gembench leaderboard``: rebuild every table from the result records.
 
     ``format="files"`` writes Markdown + JSON per table and ``index.html`` under
-    ``out``; ``format="latex"`` writes nothing and returns ``text``: booktabs
-    tables of ``track`` (filtered by ``dataset``/``protocol``) with ``metrics``,
-    ``style`` "pm" (± half-width) or "intervals".
+    ``out`` (``seed_tables``: the mean ± sd over seeds tables, also written); ``format=
+    "latex"`` writes nothing and returns ``text``: booktabs tables of ``track`` (filtered
+    by ``dataset``/``protocol``) with ``metrics``, ``style`` "pm" (± half-width) or
+    "intervals"; with ``seeds=True`` the mean ± sd over seeds tables instead (``metrics``
+    optional, ``protocol`` with or without its ``-seed<s>`` part).
     """
-    from benchmark.leaderboard import build_tables, select_tables, to_latex, write_leaderboards
+    from benchmark.leaderboard import (
+        build_seed_tables,
+        build_tables,
+        seeds_to_latex,
+        select_tables,
+        to_latex,
+        write_leaderboards,
+    )
+    from benchmark.results import unseeded_protocol
 
     if format == "files":
-        files, tables, notes = write_leaderboards(results_dir, out)
-        return {"files": files, "tables": tables, "notes": notes}
+        files, tables, notes, seed_tables = write_leaderboards(results_dir, out,
+                                                               with_seeds=True)
+        return {"files": files, "tables": tables, "notes": notes, "seed_tables": seed_tables}
     if format != "latex":
         raise ValueError(f"unknown format {format!r}; choose files or latex")
-    if not track or not metrics:
+    if not track or not (metrics or seeds):
         raise ValueError("--format latex needs --track and --metrics")
     tables, notes = build_tables(results_dir)
+    if seeds:
+        chosen = select_tables(build_seed_tables(tables), track, dataset,
+                               unseeded_protocol(protocol) if protocol else None)
+        if not chosen:
+            raise KeyError(f"no table over two or more seeds for track {track!r} (data set "
+                           f"{dataset or 'any'}, protocol {protocol or 'any'}) under "
+                           f"{results_dir}; run `gembench run --seeds 0,1,2` first")
+        if metrics and protocol is None and len(chosen) > 1:
+            chosen = [t for t in chosen if all(any(m in r["metrics"] for r in t["rows"])
+                                               for m in metrics)] or chosen
+        text = "\n".join(seeds_to_latex(t, metrics) for t in chosen)
+        return {"files": [], "tables": chosen, "notes": notes, "text": text}
     chosen = select_tables(tables, track, dataset, protocol)
     if not chosen:
         raise KeyError(f"no table for track {track!r} (data set {dataset or 'any'}, protocol "

@@ -45,6 +45,17 @@ def _csv(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
+def _seeds(value: str | None, seed: int) -> list[int] | None:
+    """``--seeds 0,1,2`` as ints (None without it); refused together with ``--seed N``."""
+    if value is None:
+        return None
+    if seed != 0:
+        raise ValueError("give either --seed or --seeds, not both")
+    from benchmark.runner import check_seeds
+
+    return check_seeds([v.strip() for v in value.split(",")])
+
+
 
 @app.command()
 def run(
@@ -60,6 +71,10 @@ def run(
     )] = None,
     protocol: Annotated[str, typer.Option(help="Split protocol.")] = "leave-last-out",
     seed: Annotated[int, typer.Option(help="Seed of data, split and methods.")] = 0,
+    seeds: Annotated[str | None, typer.Option(
+        help="Comma-separated seeds (e.g. 0,1,2) instead of --seed: the whole run once per "
+             "seed (with --engine ray: all seeds' tasks at once); one table per seed "
+             "(protocol <protocol>-seed<s>) plus a mean ± sd table over seeds.")] = None,
     data_dir: Annotated[Path, typer.Option(help="Where built data sets and splits live.")]
     = Path("data"),
     results_dir: Annotated[Path, typer.Option(help="Where result records are written.")]
@@ -115,6 +130,7 @@ def run(
         names = _csv(methods) or []
         if method:
             names.append(method)
+        seed_list = _seeds(seeds, seed)
         if protocol == "rerank":
             from benchmark.rerank import run_rerank
 
@@ -127,30 +143,42 @@ def run(
                     params[key] = json.loads(value)
                 except json.JSONDecodeError:
                     params[key] = value
-            result = run_rerank(
-                dataset=dataset, tracks=_csv(tracks), methods=names or None,
-                first_stage=first_stage, n_candidates=n_candidates, top_n=top_n,
-                max_users=max_users, seed=seed, data_dir=data_dir, results_dir=results_dir,
-                leaderboard_dir=leaderboard_dir, method_params=params, images=images,
-                progress=not quiet, echo=typer.echo)
-            typer.echo(f"{len(result['records'])} rerank records written under {results_dir}/")
+            n_records = 0
+            for s in seed_list or [seed]:
+                result = run_rerank(
+                    dataset=dataset, tracks=_csv(tracks), methods=names or None,
+                    first_stage=first_stage, n_candidates=n_candidates, top_n=top_n,
+                    max_users=max_users, seed=s, data_dir=data_dir, results_dir=results_dir,
+                    leaderboard_dir=leaderboard_dir, method_params=params, images=images,
+                    progress=not quiet, echo=typer.echo)
+                n_records += len(result["records"])
+            typer.echo(f"{n_records} rerank records written under {results_dir}/")
             return
         result = api.run(
             engine=engine, address=address, device=device, dataset=dataset,
             tracks=_csv(tracks),
             methods=names or None, protocol=protocol,
-            seed=seed, data_dir=data_dir, results_dir=results_dir,
+            seed=seed, seeds=seed_list, data_dir=data_dir, results_dir=results_dir,
             leaderboard_dir=leaderboard_dir, memory_budget_mb=memory_budget_mb,
             progress=not quiet, echo=typer.echo,
         )
         typer.echo("")
-        ran = set(_csv(tracks) or [])
-        for table in result.get("tables", []):
-            if table["dataset"] != result["dataset"].name or table["track"] not in ran:
+        # the tables this run wrote into: results/<dataset>/<protocol>/<track>/<method>.json
+        touched = {(Path(p).parts[-4], Path(p).parts[-3], Path(p).parts[-2])
+                   for p in result["records"]}
+        if len(result["seeds"]) > 1:  # the mean ± sd tables; per-seed ones are in the files
+            from benchmark.leaderboard import seeds_to_markdown
+            from benchmark.results import unseeded_protocol
+
+            touched = {(d, unseeded_protocol(p), t) for d, p, t in touched}
+            shown, print_table = result.get("seed_tables", []), seeds_to_markdown
+        else:
+            shown, print_table = result.get("tables", []), to_markdown
+        for table in shown:
+            if (table["dataset"], table["protocol"], table["track"]) not in touched:
                 continue
-            if table["protocol"] == protocol or (table["track"] == "preference"
-                                                 and table["protocol"].endswith("-kall")):
-                typer.echo(to_markdown(table))
+            if table["track"] != "preference" or table["protocol"].endswith("-kall"):
+                typer.echo(print_table(table))
         for note in result.get("notes", []):
             typer.echo(f"note: {note}")
         typer.echo(f"{len(result['records'])} records written under {results_dir}/; "
@@ -364,19 +392,23 @@ def leaderboard(
         "--intervals", help="latex: 95% intervals in brackets.")] = False,
     pm: Annotated[bool, typer.Option(
         "--pm", help="latex: ± half-width of the 95% interval (the default).")] = False,
+    seeds: Annotated[bool, typer.Option(
+        "--seeds", help="latex: the mean ± sd over seeds table (needs runs of 2+ seeds; "
+                        "--metrics optional).")] = False,
 ) -> None:
     """Rebuild every leaderboard from the result records alone (or print a LaTeX table)."""
 
     def body() -> None:
         from benchmark import api
-        from benchmark.leaderboard import to_markdown
+        from benchmark.leaderboard import seeds_to_markdown, to_markdown
 
         if format == "latex":
             if intervals and pm:
                 raise ValueError("choose one of --intervals and --pm")
             latex = api.leaderboard(results_dir, out, format="latex", track=track,
                                     metrics=_csv(metrics), dataset=dataset,
-                                    protocol=protocol, style="intervals" if intervals else "pm")
+                                    protocol=protocol, style="intervals" if intervals else "pm",
+                                    seeds=seeds)
             typer.echo(latex["text"], nl=False)
             for note in latex["notes"]:
                 typer.echo(f"note: {note}", err=True)
@@ -384,6 +416,8 @@ def leaderboard(
         result = api.leaderboard(results_dir, out, format=format)
         for table in result["tables"]:
             typer.echo(to_markdown(table))
+        for table in result["seed_tables"]:
+            typer.echo(seeds_to_markdown(table))
         for note in result["notes"]:
             typer.echo(f"note: {note}")
 

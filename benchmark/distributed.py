@@ -15,7 +15,7 @@ the same code (the embedding store with its resume file, atomic result records,
   at the first unfinished batch, and a lost worker loses nothing already written.
 * :func:`ray_vlm_scores` - ``vlm-rerank``'s uncached prompts, the same way (one VLM
   per actor); the driver writes every returned score into the reranker's cache.
-* :func:`ray_run_benchmark` - one Ray task per (track, method) run; each writes its
+* :func:`ray_run_benchmark` - one Ray task per (seed, track, method) run; each writes its
   record atomically. :func:`ray_tune` - one Ray task per tuning trial.
 
 Ray is imported inside functions only (``gembench --help`` stays fast). Workers must
@@ -362,6 +362,17 @@ def _run_one_task(cwd: str, ds: Any, split: Any, track_name: str, method_name: s
     return (str(path) if path is not None else None), skip, lines
 
 
+def _run_pair_task(cwd: str, ds: Any, track: str, method: str, seed: int, data_dir: str,
+                   results_dir: str) -> tuple[list[str], list[tuple[str, str, str]], list[str]]:
+    from benchmark.runner import run_pair_one
+
+    _in_driver_folder(cwd)
+    lines: list[str] = []
+    paths, skips = run_pair_one(ds, track, method, seed=seed, data_dir=data_dir,
+                                results_dir=results_dir, echo=lines.append)
+    return [str(p) for p in paths], skips, lines
+
+
 def _gather(refs: list[Any], desc: str, progress: bool) -> list[Any]:
     """Results of ``refs`` in submission order, with a bar advancing as tasks finish."""
     import ray
@@ -390,6 +401,7 @@ def ray_run_benchmark(
     echo=print,
     tuned_dir: str | os.PathLike | None = None,
     device: str = "cpu",
+    seeds: Sequence[int] | None = None,
     *,
     address: str | None = None,
     num_cpus: int | None = None,
@@ -397,53 +409,78 @@ def ray_run_benchmark(
     gpus_per_task: float = 0.0,
     max_retries: int = 2,
 ) -> dict[str, Any]:
-    """:func:`benchmark.runner.run_benchmark` with one Ray task per (track, method).
+    """:func:`benchmark.runner.run_benchmark` with one Ray task per (seed, track, method).
 
-    The data set, split and per-track data are prepared once in the driver and shared
-    through Ray's object store; each task runs :func:`benchmark.runner.run_one`
-    unchanged and writes its record atomically (a retried task rewrites the same file).
+    For every seed (``seeds``, else ``seed``) the data set, splits and per-track data are
+    prepared in the driver and shared through Ray's object store; then all tasks of all
+    seeds are submitted at once. A ranking task runs :func:`benchmark.runner.run_one`, a
+    pair-track task (preference: one method, every k) :func:`benchmark.runner.run_pair_one`,
+    unchanged; each writes its records atomically (a retried task rewrites the same files).
     Messages are echoed in the local engine's order once all tasks are done.
     """
     import ray
 
-    from benchmark.leaderboard import write_leaderboards
-    from benchmark.runner import plan_runs, run_pair_tracks
+    from benchmark.runner import check_seeds, leaderboards, plan_pair_runs, plan_runs
 
+    seed_list = check_seeds(seeds) if seeds is not None else [seed]
     ensure_ray(address, num_cpus)
-    ds, split, plan, skipped = plan_runs(dataset, tracks, methods, protocol, seed, data_dir,
-                                         progress)
-    # pair tracks (preference) run in the driver: seconds, and the same code as locally
-    pair_written, pair_skips = run_pair_tracks(ds, tracks, methods, seed=seed,
-                                               data_dir=data_dir, results_dir=results_dir,
-                                               echo=echo)
-    skipped += pair_skips
     task = ray.remote(num_cpus=cpus_per_task, num_gpus=gpus_per_task,
                       max_retries=max_retries)(_run_one_task)
-    options = {"protocol": protocol, "seed": seed, "device": device,  # resolved per worker
-               "results_dir": str(Path(results_dir).absolute()),
-               "memory_budget_mb": memory_budget_mb,
-               "tuned_dir": str(Path(tuned_dir).absolute()) if tuned_dir else None}
+    pair_task = ray.remote(num_cpus=cpus_per_task, max_retries=max_retries)(_run_pair_task)
+    base = {"protocol": protocol, "device": device,  # device resolved per worker
+            "results_dir": str(Path(results_dir).absolute()),
+            "memory_budget_mb": memory_budget_mb,
+            "tuned_dir": str(Path(tuned_dir).absolute()) if tuned_dir else None}
     cwd = os.getcwd()
-    ds_ref, split_ref = ray.put(ds), ray.put(split)
-    refs = []
-    for track_name, names, fit, relevant, side in plan:
-        fit_ref, rel_ref, side_ref = ray.put(fit), ray.put(relevant), ray.put(side)
-        refs += [task.remote(cwd, ds_ref, split_ref, track_name, name, fit_ref, rel_ref,
-                             side_ref, options) for name in names]
-    written = list(pair_written)
-    for path, skip, lines in _gather(refs, "ray runs", progress):
-        for line in lines:
+    jobs, refs = [], []
+    for s in seed_list:
+        said = [f"seed {s}"] if seeds is not None else []  # echoed in the local order below
+        ds, split, plan, skipped = plan_runs(dataset, tracks, methods, protocol, s, data_dir,
+                                             progress)
+        pair_runs, pair_skips = plan_pair_runs(ds, tracks, methods, seed=s, data_dir=data_dir)
+        first = len(refs)
+        ds_ref, split_ref = ray.put(ds), ray.put(split)
+        refs += [pair_task.remote(cwd, ds_ref, track_name, name, s,
+                                  str(Path(data_dir).absolute()), base["results_dir"])
+                 for track_name, name in pair_runs]
+        n_pair = len(pair_runs)
+        for track_name, names, fit, relevant, side in plan:
+            fit_ref, rel_ref, side_ref = ray.put(fit), ray.put(relevant), ray.put(side)
+            refs += [task.remote(cwd, ds_ref, split_ref, track_name, name, fit_ref, rel_ref,
+                                 side_ref, {**base, "seed": s}) for name in names]
+        jobs.append((s, ds, split, skipped + pair_skips, first, n_pair, len(refs), said))
+    outcomes = _gather(refs, "ray runs", progress)
+    result: dict[str, Any] = {"records": [], "skipped": [], "seeds": seed_list,
+                              "engine": "ray"}
+    per_seed = {}
+    def local_path(path: str) -> Path:  # the local engine returns paths under results_dir
+        return Path(results_dir) / Path(path).relative_to(base["results_dir"])
+
+    for s, ds, split, skipped, lo, n_pair, hi, said in jobs:
+        written: list[Path] = []
+        for line in said:
             echo(line)
-        if path is not None:
-            # the local engine returns paths under results_dir as given
-            written.append(Path(results_dir) / Path(path).relative_to(options["results_dir"]))
-        if skip is not None:
-            skipped.append(tuple(skip))
-    result: dict[str, Any] = {"dataset": ds, "split": split, "records": written,
-                              "skipped": skipped, "engine": "ray"}
+        for paths, skips, lines in outcomes[lo : lo + n_pair]:
+            for line in lines:
+                echo(line)
+            written += [local_path(p) for p in paths]
+            skipped += [tuple(k) for k in skips]
+        for path, skip, lines in outcomes[lo + n_pair : hi]:
+            for line in lines:
+                echo(line)
+            if path is not None:
+                written.append(local_path(path))
+            if skip is not None:
+                skipped.append(tuple(skip))
+        per_seed[s] = {"dataset": ds, "split": split, "records": written, "skipped": skipped}
+        result["records"] += written
+        result["skipped"] += [(*k, s) for k in skipped] if seeds is not None else skipped
+        result.setdefault("dataset", ds)
+        result.setdefault("split", split)
+    if seeds is not None:
+        result["per_seed"] = per_seed
     if leaderboard_dir is not None:
-        files, tables, notes = write_leaderboards(results_dir, leaderboard_dir)
-        result.update(leaderboard_files=files, tables=tables, notes=notes)
+        result.update(leaderboards(results_dir, leaderboard_dir))
     return result
 
 

@@ -7,6 +7,10 @@ the sort metric with its intervals per method (inline SVG, drawn here). Records
 whose split fingerprint differs from the table's are left out and reported,
 never mixed in. Every metric's best method is compared with each other method by
 a paired test over users (:mod:`benchmark.significance`, Holm-corrected).
+
+A sweep over seeds (records under ``<protocol>-seed<s>``) also gets one summary table
+per (data set, protocol, track): each method's metrics as mean ± sample standard
+deviation over seeds (``<track>-seeds.md`` / ``.json`` next to seed 0's table).
 """
 
 from __future__ import annotations
@@ -16,11 +20,14 @@ import json
 import os
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
+
+import numpy as np
 
 from benchmark import __version__
 from benchmark.data.store import atomic_write_text
-from benchmark.results import load_records
+from benchmark.errors import DataError
+from benchmark.results import load_records, seeded_protocol, unseeded_protocol
 from benchmark.significance import ALPHA, TEST_DESCRIPTIONS, compare_with_best
 
 TABLE_METRICS = ("recall@10", "recall@20", "recall@50", "ndcg@10", "ndcg@20", "ndcg@50",
@@ -80,7 +87,7 @@ def build_tables(results_dir: str | os.PathLike, test: str = TEST
         for _, r in members:
             counts[r["split"]["fingerprint"]] += 1
         fingerprint = sorted(counts, key=lambda f: (-counts[f], f))[0]
-        rows, vectors = [], {}
+        rows, vectors, kept = [], {}, []
         for path, r in members:
             if r["split"]["fingerprint"] != fingerprint:
                 notes.append(f"{path}: split fingerprint {r['split']['fingerprint'][:12]} differs "
@@ -91,6 +98,7 @@ def build_tables(results_dir: str | os.PathLike, test: str = TEST
                 notes.append(f"{path}: a second record of method {name!r}; left out")
                 continue
             vectors[name] = r.get("per_user", {})
+            kept.append((path, r))
             rows.append(
                 {
                     "method": name,
@@ -106,6 +114,7 @@ def build_tables(results_dir: str | os.PathLike, test: str = TEST
                 }
             )
         _add_significance(rows, vectors, test)
+        seed = _table_seed(kept, notes)
         key = sort_metric(track, protocol)
         rows.sort(key=lambda row: (-row["metrics"].get(key, 0.0), row["method"]))
         first = members[0][1]
@@ -122,9 +131,37 @@ def build_tables(results_dir: str | os.PathLike, test: str = TEST
                 "metrics": list(table_metrics(track, protocol)),
                 "sort_metric": key,
                 "rows": rows,
+                "seed": seed,
             }
         )
     return tables, notes
+
+
+def _record_seed(path: Path, record: dict[str, Any]) -> int:
+    """A record's integer seed (records written before seeds were recorded: 0)."""
+    seed = record.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise DataError(f"seed {seed!r} is not an integer", path=str(path),
+                        rule="a result record's seed is an integer")
+    return seed
+
+
+def _table_seed(kept: list[tuple[Path, dict[str, Any]]], notes: list[str]) -> int:
+    """The seed of a table: the one its records share (the seed is part of the protocol).
+
+    Should records of one split disagree anyway, the most common seed wins (ties: the
+    smallest) and each other record is named in a note.
+    """
+    seeds = [_record_seed(path, r) for path, r in kept]
+    if not seeds:
+        return 0
+    counts: dict[int, int] = defaultdict(int)
+    for s in seeds:
+        counts[s] += 1
+    seed = sorted(counts, key=lambda s: (-counts[s], s))[0]
+    notes += [f"{path}: seed {s} differs from the table's seed {seed} (same split); kept"
+              for (path, _), s in zip(kept, seeds, strict=True) if s != seed]
+    return seed
 
 
 #: rows shown for reference (the synthetic truth), left out of "best" and of the tests
@@ -277,6 +314,240 @@ def to_latex(table: dict[str, Any], metrics: list[str] | tuple[str, ...],
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- seeds
+
+SEED_NOTE = ("Mean ± sample standard deviation (ddof = 1) over seeds {seeds}; each seed has its "
+             "own data draw (registered synthetic data), split and method seed; n: seeds a "
+             "method ran on. Per-seed tables, with 95% intervals and significance tests, are "
+             "under {protocols}.")
+
+
+def build_seed_tables(tables: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each method's metrics as mean ± sample sd over seeds, from the per-seed tables.
+
+    Why: one seed's table answers "which method wins on this draw"; a paper reports how
+    much a number moves between draws. Tables are grouped by (data set, protocol without
+    its ``-seed<s>`` part, track); a group with at least two distinct seeds gives one
+    table. For a method and metric with values x_1..x_n over the n seeds it has:
+
+        mean = (1/n) Σ x_s,   sd = sqrt( Σ (x_s − mean)² / (n − 1) )   (NaN when n = 1)
+
+    Pure: reads only the given tables (``build_tables``' output).
+    """
+    groups: dict[tuple[str, str, str], dict[int, dict[str, Any]]] = defaultdict(dict)
+    for t in tables:
+        base = unseeded_protocol(t["protocol"])
+        seed = int(t.get("seed", 0))
+        by_seed = groups[(t["dataset"], base, t["track"])]
+        # two tables of one seed (e.g. an old record filed without the -seed mark): the one
+        # filed under the seed's own protocol name wins
+        if seed not in by_seed or t["protocol"] == seeded_protocol(base, seed):
+            by_seed[seed] = t
+    out = []
+    for (dataset, base, track), by_seed in sorted(groups.items()):
+        if len(by_seed) < 2:
+            continue
+        seeds = sorted(by_seed)
+        metrics = list(table_metrics(track, base))
+        for s in seeds:
+            metrics += [m for m in by_seed[s].get("metrics", ()) if m not in metrics]
+        methods = sorted({r["method"] for t in by_seed.values() for r in t["rows"]})
+        # values[i, j, k]: method i, metric j, seed k (NaN where absent)
+        values = np.full((len(methods), len(metrics), len(seeds)), np.nan)
+        present = np.zeros((len(methods), len(seeds)), dtype=bool)
+        m_index = {m: j for j, m in enumerate(metrics)}
+        r_index = {name: i for i, name in enumerate(methods)}
+        for k, s in enumerate(seeds):
+            for row in by_seed[s]["rows"]:
+                i = r_index[row["method"]]
+                present[i, k] = True
+                for metric, v in row["metrics"].items():
+                    if metric in m_index and v is not None:
+                        values[i, m_index[metric], k] = float(v)
+        mean, sd, n = _mean_sd(values)
+        mean, sd = np.round(mean, 8), np.round(sd, 8)  # as stored: ties are ties
+        ranked = np.array([_ranked(m) for m in metrics], dtype=bool)
+        reference = np.array([name in REFERENCE_METHODS for name in methods], dtype=bool)
+        contenders = np.where(reference[:, None] | ~ranked[None, :], -np.inf,
+                              np.nan_to_num(mean, nan=-np.inf))
+        top = contenders.max(axis=0, initial=-np.inf)
+        best = (contenders == top[None, :]) & np.isfinite(top)[None, :]
+        rows = []
+        for i, name in enumerate(methods):
+            cells = {}
+            for j, metric in enumerate(metrics):
+                if n[i, j] == 0:
+                    continue
+                cells[metric] = {
+                    "mean": float(mean[i, j]),
+                    "sd": float(sd[i, j]),
+                    "n_seeds": int(n[i, j]),
+                    "values": {str(s): float(values[i, j, k]) for k, s in enumerate(seeds)
+                               if not np.isnan(values[i, j, k])},
+                }
+            rows.append({"method": name, "reference": bool(reference[i]),
+                         "n_seeds": int(present[i].sum()), "metrics": cells,
+                         "best": [m for j, m in enumerate(metrics) if best[i, j]]})
+        key = sort_metric(track, base)
+        rows.sort(key=lambda r: (-r["metrics"][key]["mean"] if key in r["metrics"]
+                                 else np.inf, r["method"]))
+        protocols = [by_seed[s]["protocol"] for s in seeds]
+        out.append({
+            "kind": "seeds",
+            "dataset": dataset,
+            "protocol": base,
+            "track": track,
+            "seeds": seeds,
+            "protocols": {str(s): p for s, p in zip(seeds, protocols, strict=True)},
+            "split_fingerprints": {str(s): by_seed[s]["split_fingerprint"] for s in seeds},
+            "dataset_checksums": {str(s): by_seed[s].get("dataset_checksum") for s in seeds},
+            "gembench_version": __version__,
+            "metrics": metrics,
+            "sort_metric": key,
+            "rows": rows,
+            "note": SEED_NOTE.format(seeds=", ".join(map(str, seeds)),
+                                     protocols=", ".join(protocols)),
+        })
+    return out
+
+
+def _mean_sd(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, sample sd with ddof = 1, count) over the last axis, ignoring NaN."""
+    have = ~np.isnan(values)
+    n = have.sum(axis=-1)
+    x = np.where(have, values, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = x.sum(axis=-1) / n
+        dev = np.where(have, values - mean[..., None], 0.0)
+        sd = np.sqrt((dev ** 2).sum(axis=-1) / (n - 1))
+    sd = np.where(n >= 2, sd, np.nan)
+    return mean, sd, n
+
+
+def _finite(v: Any) -> bool:
+    return v is not None and v == v and abs(v) != float("inf")
+
+
+def _seed_cell(row: dict[str, Any], metric: str, bold: str = "**{}**", pm: str = "±",
+               missing: str = "–") -> str:
+    """``mean ± sd``; ``bold`` is the template of a best mean."""
+    cell = row["metrics"].get(metric)
+    if cell is None or not _finite(cell.get("mean")):
+        return missing
+    value = f"{cell['mean']:.4f}"
+    if metric in row.get("best", ()):
+        value = bold.format(value)
+    sd = f"{cell['sd']:.4f}" if _finite(cell.get("sd")) else missing
+    return f"{value} {pm} {sd}"
+
+
+def seed_provenance(table: dict[str, Any]) -> str:
+    """gembench version, data set, and each seed's data checksum and split fingerprint."""
+    parts = [f"seed {s}: files sha256 {str(table['dataset_checksums'].get(str(s)))[:12]}, "
+             f"split fingerprint {str(table['split_fingerprints'][str(s)])[:12]}"
+             for s in table["seeds"]]
+    return (f"gembench {table['gembench_version']}; data set {table['dataset']}; "
+            + "; ".join(parts) + ".")
+
+
+def _seed_title(table: dict[str, Any]) -> str:
+    seeds = table["seeds"]
+    return (f"{table['track']} — {table['dataset']} ({table['protocol']} split, "
+            f"{len(seeds)} seeds: {', '.join(map(str, seeds))})")
+
+
+def _seed_bold_note(table: dict[str, Any]) -> str:
+    return (f"Sorted by the mean of {table['sort_metric']}. Bold: best mean per metric "
+            "(costs such as distance are not ranked). " + _reference_note(table)
+            .replace("\\_", "_")).rstrip()
+
+
+def seeds_to_markdown(table: dict[str, Any]) -> str:
+    """A seed table as Markdown: ``mean ± sd`` per metric, ``n`` seeds, note, provenance."""
+    metrics = table["metrics"]
+    header = ["method", *metrics, "n"]
+    lines = [f"## {_seed_title(table)}", "",
+             "| " + " | ".join(header) + " |",
+             "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    for row in table["rows"]:
+        name = row["method"] + (" (reference)" if row.get("reference") else "")
+        lines.append("| " + " | ".join([name, *(_seed_cell(row, m) for m in metrics),
+                                        str(row["n_seeds"])]) + " |")
+    lines += ["", table["note"], _seed_bold_note(table), seed_provenance(table), ""]
+    return "\n".join(lines)
+
+
+def seeds_to_latex(table: dict[str, Any], metrics: list[str] | tuple[str, ...] | None = None,
+                   caption_extra: str | None = None) -> str:
+    """A seed table as booktabs LaTeX: ``mean $\\pm$ sd`` per metric, best mean in bold."""
+    metrics = list(metrics) if metrics else [
+        m for m in table["metrics"] if any(m in r["metrics"] for r in table["rows"])]
+    missing = [m for m in metrics if not any(m in r["metrics"] for r in table["rows"])]
+    if missing:
+        raise KeyError(f"unknown metric(s) {missing} in seed table {table['track']}; available: "
+                       f"{sorted({m for r in table['rows'] for m in r['metrics']})}")
+    seeds = ", ".join(map(str, table["seeds"]))
+    caption = (_latex_escape(
+        f"{table['track']} on {table['dataset']}, {table['protocol']} split. Mean ± sample "
+        f"standard deviation (ddof = 1) over seeds {seeds}; each seed has its own data draw, "
+        f"split and method seed; n: seeds a method ran on. ").replace("±", r"$\pm$")
+        + "Bold: best mean. " + _reference_note(table)
+        + (_latex_escape(caption_extra.strip()) + " " if caption_extra else "")
+        + _latex_escape(seed_provenance(table)))
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\caption{" + caption + "}",
+        r"\label{tab:" + f"{table['dataset']}-{table['protocol']}-{table['track']}-seeds" + "}",
+        r"\begin{tabular}{l" + "r" * len(metrics) + "r}",
+        r"\toprule",
+        "Method & " + " & ".join(_latex_metric(m) for m in metrics) + r" & $n$ \\",
+        r"\midrule",
+    ]
+    for row in table["rows"]:
+        cells = [_latex_escape(row["method"])
+                 + (r" (ref.)" if row.get("reference") else "")]
+        cells += [_seed_cell(row, m, bold=r"\textbf{{{}}}", pm=r"$\pm$", missing="--")
+                  for m in metrics]
+        lines.append(" & ".join([*cells, str(row["n_seeds"])]) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
+    return "\n".join(lines)
+
+
+def _seeds_html(table: dict[str, Any]) -> str:
+    """A seed table as a static HTML section (no script needed)."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["method", *table["metrics"], "n"])
+    body = []
+    for row in table["rows"]:
+        tds = [f"<td>{html.escape(row['method'])}"
+               + (" <span class=\"ci\">(reference)</span>" if row.get("reference") else "")
+               + "</td>"]
+        for m in table["metrics"]:
+            text = html.escape(_seed_cell(row, m, bold="{}"))
+            tds.append(f'<td class="best">{text}</td>' if m in row.get("best", ())
+                       else f"<td>{text}</td>")
+        tds.append(f"<td>{row['n_seeds']}</td>")
+        body.append(f'<tr data-method="{html.escape(row["method"])}">' + "".join(tds) + "</tr>")
+    return (f'<section id="{html.escape(table["dataset"])}-{html.escape(table["protocol"])}-'
+            f'{html.escape(table["track"])}-seeds">\n<h2>{html.escape(_seed_title(table))}</h2>\n'
+            f'<table class="lb seeds"><thead><tr>{head}</tr></thead><tbody>'
+            + "".join(body) + "</tbody></table>\n"
+            f'<p class="note">{html.escape(table["note"])} '
+            f'{html.escape(_seed_bold_note(table))}<br>{html.escape(seed_provenance(table))}'
+            "</p>\n</section>")
+
+
+def _json_null_nan(value: Any) -> Any:
+    """A copy with NaN / ±inf as None, so the file is valid JSON (null)."""
+    if isinstance(value, dict):
+        return {k: _json_null_nan(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_null_nan(v) for v in value]
+    if isinstance(value, float) and not _finite(value):
+        return None
+    return value
+
+
 # --------------------------------------------------------------------------- HTML
 
 def _svg_plot(table: dict[str, Any], metric: str | None = None) -> str:
@@ -384,11 +655,13 @@ document.body.setAttribute('data-rendered',String(data.length));
 
 
 def to_html(tables: list[dict[str, Any]], metrics: tuple[str, ...] | None = None,
-            curves: list[dict[str, Any]] | None = None) -> str:
+            curves: list[dict[str, Any]] | None = None,
+            seed_tables: list[dict[str, Any]] | None = None) -> str:
     """One static page with every table (rendered and sorted by inline JS) and plots.
 
-    ``metrics`` overrides every table's own columns; ``curves`` (from :func:`build_curves`)
-    are drawn as line plots after the tables.
+    ``metrics`` overrides every table's own columns; ``seed_tables`` (from
+    :func:`build_seed_tables`) follow the per-seed tables as static tables; ``curves``
+    (from :func:`build_curves`) are drawn as line plots after them.
     """
     def cols(t: dict[str, Any]) -> tuple[str, ...]:
         return tuple(metrics or t.get("metrics") or table_metrics(t["track"], t["protocol"]))
@@ -419,10 +692,12 @@ def to_html(tables: list[dict[str, Any]], metrics: tuple[str, ...] | None = None
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         f"<title>gembench leaderboards</title>\n<style>\n{_CSS}\n</style>\n</head>\n<body>\n"
         f"<h1>gembench leaderboards</h1>\n<p class=\"note\">Rebuilt from result records by "
-        f"<code>gembench leaderboard</code> (gembench {__version__}); {len(tables)} table(s)."
-        "</p>\n<noscript><p>The tables need JavaScript; the Markdown and JSON files next to "
+        f"<code>gembench leaderboard</code> (gembench {__version__}); {len(tables)} table(s)"
+        + (f" and {len(seed_tables)} summary table(s) over seeds" if seed_tables else "")
+        + ".</p>\n<noscript><p>The tables need JavaScript; the Markdown and JSON files next to "
         "this page hold the same numbers.</p></noscript>\n"
         + "\n".join(sections)
+        + "".join("\n" + _seeds_html(t) for t in seed_tables or [])
         + "".join(f'\n<section id="curve-{html.escape(c["id"])}">\n<h2>{html.escape(c["title"])}'
                   f'</h2>\n<p class="note">{html.escape(c["note"])}</p>\n{curve_svg(c)}\n'
                   "</section>" for c in curves or [])
@@ -607,17 +882,46 @@ def curve_markdown(curve: dict[str, Any]) -> str:
 
 # --------------------------------------------------------------------------- files
 
-def write_leaderboards(results_dir: str | os.PathLike, out_dir: str | os.PathLike
-                       ) -> tuple[list[Path], list[dict[str, Any]], list[str]]:
-    """Rebuild every table under ``out_dir`` (and ``index.html``) from ``results_dir``."""
+@overload
+def write_leaderboards(results_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
+                       with_seeds: Literal[False] = False
+                       ) -> tuple[list[Path], list[dict[str, Any]], list[str]]: ...
+
+
+@overload
+def write_leaderboards(results_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
+                       with_seeds: Literal[True]
+                       ) -> tuple[list[Path], list[dict[str, Any]], list[str],
+                                  list[dict[str, Any]]]: ...
+
+
+def write_leaderboards(results_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
+                       with_seeds: bool = False) -> tuple:
+    """Rebuild every table under ``out_dir`` (and ``index.html``) from ``results_dir``.
+
+    Returns (files, per-seed tables, notes); with ``with_seeds`` also the seed tables
+    (:func:`build_seed_tables`), written to ``<dataset>/<protocol>/<track>-seeds.{md,json}``.
+    A seed-0-only results folder gives the same files as before seeds existed: no
+    ``-seeds`` files and no ``seed`` key in the tables' JSON.
+    """
     tables, notes = build_tables(results_dir)
+    seed_tables = build_seed_tables(tables)
     written = []
     for table in tables:
         folder = Path(out_dir) / table["dataset"] / table["protocol"]
         md = folder / f"{table['track']}.md"
         js = folder / f"{table['track']}.json"
         atomic_write_text(md, to_markdown(table))
-        atomic_write_text(js, json.dumps(table, indent=1, sort_keys=True) + "\n")
+        saved = {k: v for k, v in table.items() if k != "seed" or v != 0}
+        atomic_write_text(js, json.dumps(saved, indent=1, sort_keys=True) + "\n")
+        written += [md, js]
+    for table in seed_tables:
+        folder = Path(out_dir) / table["dataset"] / table["protocol"]
+        md = folder / f"{table['track']}-seeds.md"
+        js = folder / f"{table['track']}-seeds.json"
+        atomic_write_text(md, seeds_to_markdown(table))
+        atomic_write_text(js, json.dumps(_json_null_nan(table), indent=1, sort_keys=True,
+                                         allow_nan=False) + "\n")
         written += [md, js]
     curves = build_curves(tables)
     for curve in curves:
@@ -628,8 +932,10 @@ def write_leaderboards(results_dir: str | os.PathLike, out_dir: str | os.PathLik
             atomic_write_text(path, text)
             written.append(path)
     index = Path(out_dir) / "index.html"
-    atomic_write_text(index, to_html(tables, curves=curves))
+    atomic_write_text(index, to_html(tables, curves=curves, seed_tables=seed_tables))
     written.append(index)
+    if with_seeds:
+        return written, tables, notes, seed_tables
     return written, tables, notes
 
 

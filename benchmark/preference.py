@@ -30,7 +30,7 @@ from benchmark.data.store import Dataset, atomic_write_text
 from benchmark.errors import DataError
 from benchmark.metrics import auc, pairwise_accuracy
 from benchmark.protocols import SideInfo
-from benchmark.results import N_BOOTSTRAP, make_record, record_path, write_record
+from benchmark.results import N_BOOTSTRAP, make_record, record_path, seeded_protocol, write_record
 
 TRACK = "preference"
 PARTS = ("train", "valid", "test")
@@ -415,7 +415,8 @@ def evaluate_preference(
         track=TRACK,
         dataset=dataset_info(dataset) if dataset is not None
         else {"name": str(split.meta.get("dataset") or "pairs")},
-        split={"protocol": f"{split.meta.get('protocol', 'per-user-pairs')}-k{k}",
+        split={"protocol": seeded_protocol(split.meta.get("protocol", "per-user-pairs"), seed)
+               + f"-k{k}",
                "fingerprint": split.fingerprint, "k": k, "few_shot_users": who,
                "params": split.meta.get("params", {})},
         method={"name": name, "params": params},

@@ -43,6 +43,7 @@ from benchmark.results import (
     bootstrap_interval,
     make_record,
     record_path,
+    seeded_protocol,
     write_record,
 )
 
@@ -493,7 +494,8 @@ def evaluate_ratings(
         track=TRACK,
         dataset={"name": dataset.name if dataset is not None
                  else str(split.meta.get("dataset") or "ratings")},
-        split={"protocol": f"{split.meta.get('protocol', 'per-user-ratings')}-k{k}",
+        split={"protocol": seeded_protocol(split.meta.get("protocol", "per-user-ratings"), seed)
+               + f"-k{k}",
                "fingerprint": split.fingerprint, "k": k, "few_shot_users": who,
                "params": split.meta.get("params", {}), "fit_on": fit_on},
         method={"name": name, "params": params},

@@ -18,7 +18,13 @@ from typing import Any
 
 from benchmark.data.store import Dataset
 from benchmark.errors import DataError
-from benchmark.results import make_record, read_record, record_path, write_record
+from benchmark.results import (
+    make_record,
+    read_record,
+    record_path,
+    unseeded_protocol,
+    write_record,
+)
 
 TOLERANCE = 1e-9
 COMPARED = ("metrics", "intervals", "list_metrics", "per_user", "n_users_evaluated",
@@ -94,7 +100,7 @@ def reproduce(record_file: str | os.PathLike, data_dir: str | os.PathLike | None
     data = Path(data_dir) if data_dir is not None else tmp / "data"
     ds = _dataset(old, data)
     config = dict(old["split"].get("config") or {})
-    config.setdefault("protocol", old["split"]["protocol"])
+    config.setdefault("protocol", unseeded_protocol(old["split"]["protocol"]))
     config.setdefault("seed", old["seed"])
     if "tracks" in config:
         config["tracks"] = tuple(config["tracks"])

@@ -290,7 +290,7 @@ def run_rerank(
     from benchmark.leaderboard import write_leaderboards
     from benchmark.protocols import SideInfo
     from benchmark.registry import resolve_method
-    from benchmark.results import make_record, record_path, write_record
+    from benchmark.results import make_record, record_path, seeded_protocol, write_record
     from benchmark.runner import _jsonable, prepare_split, resolve_dataset, track_data
     from benchmark.splits import SplitConfig
     from benchmark.tasks import get_track
@@ -335,7 +335,7 @@ def run_rerank(
                 track=track_name,
                 dataset={"name": ds.name, "path": str(ds.path),
                          "files_sha256": split.meta["dataset"]["files_sha256"]},
-                split={"protocol": protocol_name(fs_name, n_candidates),
+                split={"protocol": seeded_protocol(protocol_name(fs_name, n_candidates), seed),
                        "base_protocol": split.meta["protocol"],
                        "fingerprint": hashlib.sha256(json.dumps(
                            [split.fingerprint, cands.params], sort_keys=True,

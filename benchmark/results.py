@@ -118,6 +118,28 @@ def make_record(
     }
 
 
+#: how a seed other than 0 shows in a record's split protocol: ``leave-last-out-seed1``
+SEED_MARK = "-seed"
+
+
+def seeded_protocol(protocol: str, seed: int) -> str:
+    """The protocol a record of ``seed`` is filed under: ``protocol`` for seed 0, else
+    ``<protocol>-seed<seed>``.
+
+    Why: each seed of a sweep is its own table (its own split, significance tests
+    over the same users), and seed 0 keeps the names every existing record has.
+    Pair-track protocols add ``-k<k>`` after it (``per-user-pairs-seed1-k5``).
+    """
+    return protocol if int(seed) == 0 else f"{protocol}{SEED_MARK}{int(seed)}"
+
+
+def unseeded_protocol(protocol: str) -> str:
+    """``protocol`` without its ``-seed<s>`` part: the protocol seeds are pooled over."""
+    import re
+
+    return re.sub(rf"{SEED_MARK}\d+(?=-|$)", "", protocol)
+
+
 def record_path(results_dir: str | os.PathLike, record: dict[str, Any]) -> Path:
     """results/<dataset>/<protocol>/<track>/<method>.json"""
     safe = record["method"]["name"].replace("/", "_").replace(":", "_")

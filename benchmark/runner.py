@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from benchmark.evaluate import RankingEvaluation, evaluate_ranking
 from benchmark.leaderboard import write_leaderboards
 from benchmark.protocols import InteractionData, RankingMethod, SideInfo
 from benchmark.registry import DATASETS, METHODS, resolve_method
-from benchmark.results import make_record, record_path, write_record
+from benchmark.results import make_record, record_path, seeded_protocol, write_record
 from benchmark.splits import Split, SplitConfig, load_split, make_split
 from benchmark.tasks import get_track
 
@@ -35,10 +36,15 @@ log = logging.getLogger("gembench")
 
 def resolve_dataset(name_or_path: str | os.PathLike, data_dir: str | os.PathLike = "data",
                     seed: int = 0, progress: bool = True) -> Dataset:
-    """A registered data set name (built into ``data_dir`` on first use) or a folder."""
+    """A registered data set name (built into ``data_dir`` on first use) or a folder.
+
+    A registered (synthetic) set is drawn from ``seed``: seed 0 lives in
+    ``data_dir/<name>``, seed s in ``data_dir/<name>-seed<s>``, so a sweep over seeds
+    never rebuilds (and never overwrites) another seed's data. A folder is used as is.
+    """
     name = str(name_or_path)
     if name in DATASETS:
-        path = Path(data_dir) / name
+        path = Path(data_dir) / (name if int(seed) == 0 else f"{name}-seed{int(seed)}")
         if (path / "dataset.json").is_file():
             dataset = Dataset(path)
             if dataset.meta.get("seed") == seed:
@@ -163,21 +169,49 @@ def _check_methods_known(methods: list[str] | None, tracks: list[str]) -> None:
                            f"tracks {tracks}")
 
 
+def plan_pair_runs(ds: Dataset, tracks: list[str] | None, methods: list[str] | None, *,
+                   seed: int, data_dir: str | os.PathLike
+                   ) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]:
+    """([(pair track, method name)], skipped) for the requested :data:`PAIR_TRACKS`.
+
+    Builds (or finds) each track's pair split under ``data_dir`` first, so the runs,
+    local or on Ray workers, only read it.
+    """
+    from benchmark.preference import TRACK, prepare_preference_split
+
+    if "preference" not in (tracks or []):
+        return [], []
+    if not ds.has_table("preferences"):
+        return [], [(TRACK, "*", "the data set has no preferences table")]
+    if methods:
+        names = [n for n in methods if n not in METHODS or TRACK in METHODS[n].tracks]
+        if not names:
+            return [], [(TRACK, "*", "none of the requested methods runs on it")]
+    else:
+        names = [n for n, spec in METHODS.items() if spec.runs_by_default(TRACK)]
+    prepare_preference_split(ds, data_dir, seed=seed)
+    return [(TRACK, name) for name in names], []
+
+
+def run_pair_one(ds: Dataset, track: str, method: str, *, seed: int,
+                 data_dir: str | os.PathLike, results_dir: str | os.PathLike, echo=print
+                 ) -> tuple[list[Path], list[tuple[str, str, str]]]:
+    """One method of one pair track, every k (one record each); shared by both engines."""
+    from benchmark.preference import run_preference
+
+    return run_preference(ds, [method], seed=seed, data_dir=data_dir,
+                          results_dir=results_dir, echo=echo)
+
+
 def run_pair_tracks(ds: Dataset, tracks: list[str] | None, methods: list[str] | None, *,
                     seed: int, data_dir: str | os.PathLike, results_dir: str | os.PathLike,
                     echo=print) -> tuple[list[Path], list[tuple[str, str, str]]]:
     """The requested tracks of :data:`PAIR_TRACKS` (preference: every method x k), locally."""
-    from benchmark.preference import run_preference
-
+    runs, skipped = plan_pair_runs(ds, tracks, methods, seed=seed, data_dir=data_dir)
     written: list[Path] = []
-    skipped: list[tuple[str, str, str]] = []
-    if "preference" in (tracks or []):
-        names = ([n for n in methods if n not in METHODS or "preference" in METHODS[n].tracks]
-                 if methods else None)
-        if methods and not names:
-            return written, [("preference", "*", "none of the requested methods runs on it")]
-        paths, skips = run_preference(ds, names, seed=seed, data_dir=data_dir,
-                                      results_dir=results_dir, echo=echo)
+    for track, method in runs:
+        paths, skips = run_pair_one(ds, track, method, seed=seed, data_dir=data_dir,
+                                    results_dir=results_dir, echo=echo)
         written += paths
         skipped += skips
     return written, skipped
@@ -197,8 +231,15 @@ def run_benchmark(
     echo=print,
     tuned_dir: str | os.PathLike | None = None,
     device: str = "cpu",
+    seeds: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Run methods on tracks and write records (and leaderboards); returns what was done.
+
+    ``seeds`` (instead of ``seed``) runs the whole job once per seed, one after another,
+    and writes the leaderboards once at the end. Each seed draws its own synthetic data
+    (registered names), split and method seeds, and its records are filed under the
+    protocol ``<protocol>-seed<s>`` (seed 0: ``<protocol>``), one table per seed; the
+    leaderboard pools them into a mean ± sd table. ``result["seeds"]`` lists them.
 
     ``device`` is where the ranking engine runs (``cpu``, ``cuda``, ``auto``; see
     :mod:`benchmark.device`); each record names it in ``split.device``.
@@ -207,6 +248,13 @@ def run_benchmark(
     when they were tuned on this split (same fingerprint); ``tuned_dir`` defaults to
     ``baselines/tuned``.
     """
+    if seeds is not None:
+        return _run_each_seed(
+            check_seeds(seeds), echo,
+            lambda s: run_benchmark(dataset, tracks, methods, protocol, s, data_dir,
+                                    results_dir, None, memory_budget_mb, progress, echo,
+                                    tuned_dir, device),
+            results_dir, leaderboard_dir)
     ds, split, plan, skipped = plan_runs(dataset, tracks, methods, protocol, seed, data_dir,
                                          progress)
     written, pair_skips = run_pair_tracks(ds, tracks, methods, seed=seed, data_dir=data_dir,
@@ -223,10 +271,55 @@ def run_benchmark(
             if skip is not None:
                 skipped.append(skip)
     result: dict[str, Any] = {"dataset": ds, "split": split, "records": written,
-                              "skipped": skipped}
+                              "skipped": skipped, "seeds": [seed]}
     if leaderboard_dir is not None:
-        files, tables, notes = write_leaderboards(results_dir, leaderboard_dir)
-        result.update(leaderboard_files=files, tables=tables, notes=notes)
+        result.update(leaderboards(results_dir, leaderboard_dir))
+    return result
+
+
+def leaderboards(results_dir: str | os.PathLike, leaderboard_dir: str | os.PathLike
+                 ) -> dict[str, Any]:
+    """Rebuild every leaderboard; what a run's result reports about them."""
+    files, tables, notes, seed_tables = write_leaderboards(results_dir, leaderboard_dir,
+                                                           with_seeds=True)
+    return {"leaderboard_files": files, "tables": tables, "notes": notes,
+            "seed_tables": seed_tables}
+
+
+def check_seeds(seeds: Sequence[int]) -> list[int]:
+    """``seeds`` as distinct non-negative ints, in the given order (a clear error if not)."""
+    out: list[int] = []
+    for value in seeds:
+        try:
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer, str)):
+                raise ValueError
+            seed = int(value)
+            if seed < 0:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"a seed must be a non-negative integer, got {value!r}") from None
+        if seed in out:
+            raise ValueError(f"seed {seed} is given twice in {list(seeds)}")
+        out.append(seed)
+    if not out:
+        raise ValueError("no seeds given")
+    return out
+
+
+def _run_each_seed(seeds: list[int], echo, run_seed, results_dir: str | os.PathLike,
+                   leaderboard_dir: str | os.PathLike | None) -> dict[str, Any]:
+    """Run ``run_seed(s)`` for every seed (no leaderboards), then the leaderboards once."""
+    result: dict[str, Any] = {"records": [], "skipped": [], "seeds": seeds, "per_seed": {}}
+    for seed in seeds:
+        echo(f"seed {seed}")
+        one = run_seed(seed)
+        result["per_seed"][seed] = one
+        result["records"] += one["records"]
+        result["skipped"] += [(*skip, seed) for skip in one["skipped"]]
+        result.setdefault("dataset", one["dataset"])
+        result.setdefault("split", one["split"])
+    if leaderboard_dir is not None:
+        result.update(leaderboards(results_dir, leaderboard_dir))
     return result
 
 
@@ -274,7 +367,8 @@ def run_one(
         track=track_name,
         dataset={"name": ds.name, "path": str(ds.path),
                  "files_sha256": split.meta["dataset"]["files_sha256"]},
-        split={"protocol": split.meta["protocol"], "fingerprint": split.fingerprint,
+        split={"protocol": seeded_protocol(split.meta["protocol"], seed),
+               "fingerprint": split.fingerprint,
                "part": "test", "fit_on": "train+valid",
                "interaction_kind": split.meta["tracks"][track_name]["interaction_kind"],
                "config": split.meta.get("params"), "device": evaluation.device},

@@ -305,18 +305,20 @@ def submission_record(
     result, record, path to write it to); nothing is written here.
     """
     from benchmark.leaderboard import table_fingerprint
-    from benchmark.results import make_record, read_record, record_path
+    from benchmark.results import make_record, read_record, record_path, seeded_protocol
 
     t0 = time.perf_counter()
     result, per_user, user_ids, n_skipped = score_submission(path, split, track, k)
     elapsed = time.perf_counter() - t0
     meta = split.meta
+    seed = int((meta.get("params") or {}).get("seed", 0))
+    protocol = seeded_protocol(meta["protocol"], seed)  # a split of seed s: its own table
     dataset = {"name": meta["dataset"]["name"], "path": meta["dataset"].get("path"),
                "files_sha256": meta["dataset"]["files_sha256"]}
     record = make_record(
         track=track.name,
         dataset=dataset,
-        split={"protocol": meta["protocol"], "fingerprint": split.fingerprint, "part": "test",
+        split={"protocol": protocol, "fingerprint": split.fingerprint, "part": "test",
                "fit_on": "train+valid",
                "interaction_kind": meta["tracks"][track.name]["interaction_kind"]},
         method={"name": name, "class": None, "params": {}, "tuned": False,
@@ -327,16 +329,16 @@ def submission_record(
         user_ids=user_ids,
         counts={"n_users_evaluated": result["n_users_evaluated"],
                 "n_users_skipped": n_skipped},
-        seed=0,
+        seed=seed,
         timing={"evaluate": elapsed},
         extra=result["list_metrics"],
     )
     target = record_path(results_dir, record)
-    existing = table_fingerprint(results_dir, dataset["name"], meta["protocol"], track.name)
+    existing = table_fingerprint(results_dir, dataset["name"], protocol, track.name)
     if existing is not None and existing != split.fingerprint:
         raise SubmissionError(
             f"split fingerprint {split.fingerprint[:12]} differs from the leaderboard table's "
-            f"{existing[:12]} for ({dataset['name']}, {meta['protocol']}, {track.name}); "
+            f"{existing[:12]} for ({dataset['name']}, {protocol}, {track.name}); "
             "record refused", path=str(path),
             rule="a record is scored on its table's split")
     if target.exists():

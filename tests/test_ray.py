@@ -134,28 +134,43 @@ def _strip(record):
             if k not in ("timing_s", "peak_memory_mb", "versions")}
 
 
-def test_ray_run_benchmark_records_equal_local(local_ray, tiny, tmp_path):
+def test_ray_run_benchmark_records_equal_local(local_ray, tmp_path):
+    # (seed x track x method) tasks: two seeds of the registered tiny set, each its own data
+    # draw (data/synthetic-tiny, data/synthetic-tiny-seed1), split and table; the
+    # preference track (global-reward, every k) is one task per (seed, method) too.
     # clip-text: faiss search, whose rounding once depended on the thread count (a 1-CPU
     # Ray worker vs this process); it is pinned to one thread, and this guards it
-    methods = ["random", "popularity", "itemknn", "clip-text"]
-    common = dict(dataset=tiny.path, methods=methods, data_dir=tmp_path / "data",
-                  leaderboard_dir=None, progress=False)
+    methods = ["random", "popularity", "itemknn", "clip-text", "global-reward"]
+    common = dict(dataset="synthetic-tiny", methods=methods, data_dir=tmp_path / "data",
+                  tracks=["lora-rec", "image-rec", "preference"],
+                  leaderboard_dir=None, progress=False, seeds=[0, 1])
     local_lines: list[str] = []
     ray_lines: list[str] = []
     local = run_benchmark(results_dir=tmp_path / "local", echo=local_lines.append, **common)
     remote = D.ray_run_benchmark(results_dir=tmp_path / "ray", echo=ray_lines.append,
                                  **common)
-    assert len(local["records"]) == len(remote["records"]) == 8
+    assert local["seeds"] == remote["seeds"] == [0, 1]
+    assert len(local["records"]) == len(remote["records"]) == 2 * (2 * 4 + 5)  # 5 k
     assert [p.relative_to(tmp_path / "local") for p in local["records"]] == \
         [p.relative_to(tmp_path / "ray") for p in remote["records"]]
+    protocols = {}
     for a, b in zip(local["records"], remote["records"], strict=True):
         ra, rb = json.loads(a.read_text()), json.loads(b.read_text())
         for name, value in ra["metrics"].items():
             assert rb["metrics"][name] == pytest.approx(value, abs=1e-6)
         assert _strip(ra) == _strip(rb)
+        protocols[ra["split"]["protocol"]] = (ra["seed"], ra["dataset"]["files_sha256"])
+    ks = ["k0", "k5", "k10", "k20", "kall"]  # DEFAULT_KS
+    assert sorted(protocols) == sorted(["leave-last-out", "leave-last-out-seed1"]
+                                       + [f"per-user-pairs-{k}" for k in ks]
+                                       + [f"per-user-pairs-seed1-{k}" for k in ks])
+    assert {seed for seed, _ in protocols.values()} == {0, 1}
+    assert protocols["leave-last-out"][0] == 0 and protocols["leave-last-out-seed1"][0] == 1
+    assert protocols["leave-last-out"][1] != protocols["leave-last-out-seed1"][1]  # 2 draws
     # same messages in the same order, timings aside
     assert [line.split("(fit")[0] for line in local_lines] == \
         [line.split("(fit")[0] for line in ray_lines]
+    assert local_lines[0] == "seed 0" and "seed 1" in local_lines
 
 
 def test_ray_tune_chooses_what_local_chooses(local_ray, tiny, tmp_path):

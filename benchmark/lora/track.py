@@ -256,7 +256,7 @@ def run_lora_edit(
     )
     from benchmark.lora.space import fit_space
     from benchmark.protocols import InteractionData
-    from benchmark.results import make_record, record_path, write_record
+    from benchmark.results import make_record, record_path, seeded_protocol, write_record
     from benchmark.runner import prepare_split, resolve_dataset, track_data
     from benchmark.splits import SplitConfig
 
@@ -352,7 +352,7 @@ def run_lora_edit(
             track=TRACK,
             dataset={"name": ds.name, "path": str(ds.path),
                      "files_sha256": split.meta["dataset"]["files_sha256"]},
-            split={"protocol": split.meta["protocol"]
+            split={"protocol": seeded_protocol(split.meta["protocol"], seed)
                    + (f"-judge-{judge_name}" if judge_name else ""),
                    "fingerprint": split.fingerprint,
                    "part": "test", "fit_on": "train+valid",
