@@ -18,7 +18,8 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -350,6 +351,21 @@ def _cluster_bootstrap(diff: np.ndarray, label: np.ndarray, users: np.ndarray, t
     return out
 
 
+@contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """numpy/scipy BLAS on one thread while a pair method fits and scores.
+
+    Why: multi-threaded BLAS splits sums (``x.T @ r``) by thread, so an iterative fit
+    (L-BFGS) ends about 1e-6 apart on machines with different core counts, and on a
+    1-CPU Ray worker vs a local process. Pair models are small; one thread costs little.
+    torch methods pin their own threads.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
 def evaluate_preference(
     method: PreferenceMethod,
     split: PreferenceSplit,
@@ -377,14 +393,15 @@ def evaluate_preference(
         side = SideInfo(dataset=dataset, item_kind="image", seed=seed)
     dataset = dataset or side.dataset
     train = split.few_shot(k, who=who)
-    t0 = time.perf_counter()
-    method.fit(train, side)
-    t1 = time.perf_counter()
-    d_valid = pair_scores(method, split.valid)
-    tie = tune_tie_threshold(d_valid, split.valid["label"].to_numpy(float))
-    test = split.test
-    diff = pair_scores(method, test)
-    t2 = time.perf_counter()
+    with one_blas_thread():
+        t0 = time.perf_counter()
+        method.fit(train, side)
+        t1 = time.perf_counter()
+        d_valid = pair_scores(method, split.valid)
+        tie = tune_tie_threshold(d_valid, split.valid["label"].to_numpy(float))
+        test = split.test
+        diff = pair_scores(method, test)
+        t2 = time.perf_counter()
     label = test["label"].to_numpy(float)
     users = test["user_id"].to_numpy(dtype=object)
     unseen = test["unseen"].to_numpy(bool)

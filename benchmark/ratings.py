@@ -34,6 +34,7 @@ from benchmark.preference import (
     TRACK,
     PerUserSplit,
     PreferenceMethod,
+    one_blas_thread,
     per_user_parts,
     read_split_folder,
 )
@@ -457,12 +458,13 @@ def evaluate_ratings(
     train = (ratings_to_pairs(train_ratings, ties="drop", seed=seed,
                               max_pairs_per_user=max_pairs_per_user)
              if fit_on == "pairs" else train_ratings)
-    t0 = time.perf_counter()
-    method.fit(train, side)
-    t1 = time.perf_counter()
-    test = split.test
-    scores = _score(method, test)
-    t2 = time.perf_counter()
+    with one_blas_thread():  # same numbers whatever the core count (see there)
+        t0 = time.perf_counter()
+        method.fit(train, side)
+        t1 = time.perf_counter()
+        test = split.test
+        scores = _score(method, test)
+        t2 = time.perf_counter()
     users = test["user_id"].to_numpy(object)
     truth = test["rating"].to_numpy(np.float64)
     unseen = test["unseen"].to_numpy(bool)
