@@ -137,15 +137,7 @@ def evaluate_ranking(
     with progress_bar(total=len(users), desc=desc, unit="user", enabled=progress) as bar:
         for start in range(0, len(users), step):
             chunk = users[start : start + step]
-            if buffer is not None:
-                scores = np.asarray(method.score(chunk, out=buffer[: len(chunk)]))
-            else:
-                scores = np.asarray(method.score(chunk))
-            _check_shape(method, scores, chunk, n_items)
-            if scores.dtype != np.float32:
-                scores = scores.astype(np.float32)
-            elif not scores.flags.writeable or not scores.flags.c_contiguous:
-                scores = np.ascontiguousarray(scores).copy()
+            scores = _numpy_scores(method, chunk, n_items, buffer)
             mask = exclude[chunk]
             rows = np.repeat(np.arange(len(chunk)), np.diff(mask.indptr))
             # NaN check fused into passes that happen anyway: the masked entries are read
@@ -236,7 +228,7 @@ def _rank_torch(method: RankingMethod, exclude: sp.csr_matrix, users: np.ndarray
 
 def _numpy_scores(method: RankingMethod, chunk: np.ndarray, n_items: int,
                   buffer: np.ndarray | None) -> np.ndarray:
-    """A chunk's numpy scores as a writeable C-contiguous float32 array (as the CPU engine)."""
+    """A chunk's numpy scores as a writeable C-contiguous float32 array (both engines)."""
     if buffer is not None:
         scores = np.asarray(method.score(chunk, out=buffer[: len(chunk)]))
     else:
