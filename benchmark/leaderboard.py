@@ -357,10 +357,17 @@ def build_seed_tables(tables: list[dict[str, Any]]) -> list[dict[str, Any]]:
         present = np.zeros((len(methods), len(seeds)), dtype=bool)
         m_index = {m: j for j, m in enumerate(metrics)}
         r_index = {name: i for i, name in enumerate(methods)}
+        configs: dict[str, set[str]] = defaultdict(set)  # method -> its configurations
+        tuned_on: dict[str, list[int]] = defaultdict(list)
         for k, s in enumerate(seeds):
             for row in by_seed[s]["rows"]:
                 i = r_index[row["method"]]
                 present[i, k] = True
+                params = {p: v for p, v in (row.get("params") or {}).items() if p != "seed"}
+                configs[row["method"]].add(json.dumps([params, bool(row.get("tuned"))],
+                                                      sort_keys=True, default=str))
+                if row.get("tuned"):
+                    tuned_on[row["method"]].append(s)
                 for metric, v in row["metrics"].items():
                     if metric in m_index and v is not None:
                         values[i, m_index[metric], k] = float(v)
@@ -387,7 +394,10 @@ def build_seed_tables(tables: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 }
             rows.append({"method": name, "reference": bool(reference[i]),
                          "n_seeds": int(present[i].sum()), "metrics": cells,
-                         "best": [m for j, m in enumerate(metrics) if best[i, j]]})
+                         "best": [m for j, m in enumerate(metrics) if best[i, j]],
+                         # hyper-parameters (other than the seed) differ between seeds
+                         "mixed_config": len(configs[name]) > 1,
+                         "tuned_seeds": tuned_on[name]})
         key = sort_metric(track, base)
         rows.sort(key=lambda r: (-r["metrics"][key]["mean"] if key in r["metrics"]
                                  else np.inf, r["method"]))
@@ -456,10 +466,21 @@ def _seed_title(table: dict[str, Any]) -> str:
             f"{len(seeds)} seeds: {', '.join(map(str, seeds))})")
 
 
+#: under a seed table with a row whose hyper-parameters are not the same on every seed
+MIXED_NOTE = ("‡: hyper-parameters differ between seeds (e.g. tuned for some seeds only; "
+              "`gembench tune --seed S` tunes seed S), so its mean pools different "
+              "configurations.")
+
+
+def _mixed_mark(row: dict[str, Any], mark: str = " ‡") -> str:
+    return mark if row.get("mixed_config") else ""
+
+
 def _seed_bold_note(table: dict[str, Any]) -> str:
+    mixed = any(r.get("mixed_config") for r in table["rows"])
     return (f"Sorted by the mean of {table['sort_metric']}. Bold: best mean per metric "
             "(costs such as distance are not ranked). " + _reference_note(table)
-            .replace("\\_", "_")).rstrip()
+            .replace("\\_", "_") + (" " + MIXED_NOTE if mixed else "")).rstrip()
 
 
 def seeds_to_markdown(table: dict[str, Any]) -> str:
@@ -470,7 +491,8 @@ def seeds_to_markdown(table: dict[str, Any]) -> str:
              "| " + " | ".join(header) + " |",
              "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     for row in table["rows"]:
-        name = row["method"] + (" (reference)" if row.get("reference") else "")
+        name = (row["method"] + _mixed_mark(row)
+                + (" (reference)" if row.get("reference") else ""))
         lines.append("| " + " | ".join([name, *(_seed_cell(row, m) for m in metrics),
                                         str(row["n_seeds"])]) + " |")
     lines += ["", table["note"], _seed_bold_note(table), seed_provenance(table), ""]
@@ -492,6 +514,8 @@ def seeds_to_latex(table: dict[str, Any], metrics: list[str] | tuple[str, ...] |
         f"standard deviation (ddof = 1) over seeds {seeds}; each seed has its own data draw, "
         f"split and method seed; n: seeds a method ran on. ").replace("±", r"$\pm$")
         + "Bold: best mean. " + _reference_note(table)
+        + (_latex_escape(MIXED_NOTE.replace("`", "")).replace("‡", r"\ddag") + " "
+           if any(r.get("mixed_config") for r in table["rows"]) else "")
         + (_latex_escape(caption_extra.strip()) + " " if caption_extra else "")
         + _latex_escape(seed_provenance(table)))
     lines = [
@@ -505,7 +529,7 @@ def seeds_to_latex(table: dict[str, Any], metrics: list[str] | tuple[str, ...] |
         r"\midrule",
     ]
     for row in table["rows"]:
-        cells = [_latex_escape(row["method"])
+        cells = [_latex_escape(row["method"]) + _mixed_mark(row, r" \ddag")
                  + (r" (ref.)" if row.get("reference") else "")]
         cells += [_seed_cell(row, m, bold=r"\textbf{{{}}}", pm=r"$\pm$", missing="--")
                   for m in metrics]
@@ -519,7 +543,7 @@ def _seeds_html(table: dict[str, Any]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in ["method", *table["metrics"], "n"])
     body = []
     for row in table["rows"]:
-        tds = [f"<td>{html.escape(row['method'])}"
+        tds = [f"<td>{html.escape(row['method'] + _mixed_mark(row))}"
                + (" <span class=\"ci\">(reference)</span>" if row.get("reference") else "")
                + "</td>"]
         for m in table["metrics"]:

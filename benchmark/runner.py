@@ -347,15 +347,20 @@ def run_one(
     (:mod:`benchmark.distributed`), so both write the same numbers.
     Returns (record path, None) or (None, (track, method, why skipped)).
     """
-    from benchmark.tuning import tuned_params_for
+    from benchmark.tuning import load_tuned, tuned_params_for
 
     track = get_track(track_name)
     display, cls = resolve_method(method_name, track=track_name)
     method = cls(seed=seed) if "seed" in _init_params(cls) else cls()
-    tuned, tuned_on = tuned_params_for(ds.name, protocol, track_name, display,
-                                       split.fingerprint, tuned_dir, warn=echo)
+    # parameters are tuned per seed (gembench tune --seed s): each seed's own valid part
+    tuned, tuned_on = tuned_params_for(ds.name, seeded_protocol(protocol, seed), track_name,
+                                       display, split.fingerprint, tuned_dir, warn=echo)
     if tuned is not None:
         method.set_params(**tuned)
+    elif seed != 0 and load_tuned(ds.name, protocol, track_name, display, tuned_dir):
+        echo(f"warning: {display} on {track_name} is tuned for seed 0 but not for seed {seed}; "
+             f"seed {seed} runs with its defaults (gembench tune --seed {seed} tunes it), "
+             "and the table over seeds marks the mixed row")
     try:
         evaluation, timing = run_method(
             method, fit, relevant, side, track.metrics, memory_budget_mb, progress, device

@@ -120,6 +120,7 @@ def plan_tuning(track: str, method: str, budget: int | None, dataset: str | os.P
     from benchmark.metrics import parse_metric
     from benchmark.protocols import SideInfo
     from benchmark.registry import resolve_method
+    from benchmark.results import seeded_protocol
     from benchmark.runner import prepare_split, resolve_dataset, track_data
     from benchmark.splits import SplitConfig
     from benchmark.tasks import get_track
@@ -138,7 +139,8 @@ def plan_tuning(track: str, method: str, budget: int | None, dataset: str | os.P
     metrics = tuple(dict.fromkeys((metric, *spec.metrics)))
     defaults = _new(cls, seed).get_params()
     return {"track": track, "method": display, "cls": cls, "budget": budget, "metric": metric,
-            "seed": seed, "protocol": protocol, "dataset": ds.name,
+            # each seed's split is tuned on its own: seed s is stored as <protocol>-seed<s>
+            "seed": seed, "protocol": seeded_protocol(protocol, seed), "dataset": ds.name,
             "fingerprint": split.fingerprint, "space": space, "fit": fit,
             "relevant": relevant, "side": side, "metrics": metrics,
             "configs": sample_configs(space, defaults, budget, seed)}

@@ -127,3 +127,46 @@ def test_submission_on_a_seeded_split_files_under_its_seed(toy, tmp_path):
     assert record["seed"] == 2
     assert record["split"]["protocol"] == "random-seed2"
     assert target == tmp_path / "results/toy/random-seed2/lora-rec/mine.json"
+
+
+def test_tuning_is_per_seed_and_a_mixed_row_is_marked(tmp_path):
+    from benchmark.leaderboard import seeds_to_latex, seeds_to_markdown
+    from benchmark.runner import run_benchmark
+    from benchmark.tuning import load_tuned, tune
+
+    common = dict(dataset="synthetic-tiny", data_dir=tmp_path / "data", progress=False)
+    tuned_dir = tmp_path / "tuned"
+    quiet = dict(echo=lambda *_: None)
+    zero = tune("lora-rec", "itemknn", budget=2, tuned_dir=tuned_dir, **common, **quiet)
+    # seed 0 is stored under the plain protocol; nothing for seed 1 yet
+    assert load_tuned("synthetic-tiny", "leave-last-out", "lora-rec", "itemknn",
+                      tuned_dir)["params"] == zero["params"]
+    assert load_tuned("synthetic-tiny", "leave-last-out-seed1", "lora-rec", "itemknn",
+                      tuned_dir) is None
+    lines: list[str] = []
+    # both ranking tracks, as gembench tune splits them (same split fingerprint)
+    result = run_benchmark(methods=["itemknn", "popularity"], seeds=[0, 1],
+                           results_dir=tmp_path / "results",
+                           leaderboard_dir=tmp_path / "lb", tuned_dir=tuned_dir,
+                           echo=lines.append, **common)
+    assert any("tuned for seed 0 but not for seed 1" in line for line in lines)
+    (table,) = [t for t in result["seed_tables"] if t["track"] == "lora-rec"]
+    rows = {r["method"]: r for r in table["rows"]}
+    assert rows["itemknn"]["mixed_config"] and rows["itemknn"]["tuned_seeds"] == [0]
+    assert not rows["popularity"]["mixed_config"]  # same (default) parameters on both seeds
+    text = seeds_to_markdown(table)
+    assert "| itemknn ‡ |" in text and "‡: hyper-parameters differ between seeds" in text
+    assert r"itemknn \ddag" in seeds_to_latex(table)
+    # tuning seed 1 stores it under its own name, leaves seed 0's, and the row is no longer
+    # mixed in the sense of tuned-vs-default (both tuned, each on its own valid part)
+    one = tune("lora-rec", "itemknn", budget=2, seed=1, tuned_dir=tuned_dir, **common, **quiet)
+    assert load_tuned("synthetic-tiny", "leave-last-out-seed1", "lora-rec", "itemknn",
+                      tuned_dir)["params"] == one["params"]
+    assert load_tuned("synthetic-tiny", "leave-last-out", "lora-rec", "itemknn",
+                      tuned_dir)["params"] == zero["params"]
+    result = run_benchmark(tracks=["lora-rec", "image-rec"], methods=["itemknn"], seed=1,
+                           results_dir=tmp_path / "results", leaderboard_dir=None,
+                           tuned_dir=tuned_dir, **common, **quiet)
+    record = json.loads(result["records"][0].read_text())
+    assert record["method"]["tuned"] is True
+    assert record["method"]["params"]["k"] == one["params"]["k"]
