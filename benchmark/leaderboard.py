@@ -357,15 +357,18 @@ def build_seed_tables(tables: list[dict[str, Any]]) -> list[dict[str, Any]]:
         present = np.zeros((len(methods), len(seeds)), dtype=bool)
         m_index = {m: j for j, m in enumerate(metrics)}
         r_index = {name: i for i, name in enumerate(methods)}
-        configs: dict[str, set[str]] = defaultdict(set)  # method -> its configurations
+        configs: dict[str, set[str]] = defaultdict(set)  # method -> its given parameters
+        tuned_flags: dict[str, set[bool]] = defaultdict(set)
         tuned_on: dict[str, list[int]] = defaultdict(list)
         for k, s in enumerate(seeds):
             for row in by_seed[s]["rows"]:
                 i = r_index[row["method"]]
                 present[i, k] = True
-                params = {p: v for p, v in (row.get("params") or {}).items() if p != "seed"}
-                configs[row["method"]].add(json.dumps([params, bool(row.get("tuned"))],
-                                                      sort_keys=True, default=str))
+                tuned_flags[row["method"]].add(bool(row.get("tuned")))
+                if not row.get("tuned"):
+                    params = {p: v for p, v in (row.get("params") or {}).items()
+                              if p != "seed"}
+                    configs[row["method"]].add(json.dumps(params, sort_keys=True, default=str))
                 if row.get("tuned"):
                     tuned_on[row["method"]].append(s)
                 for metric, v in row["metrics"].items():
@@ -375,7 +378,10 @@ def build_seed_tables(tables: list[dict[str, Any]]) -> list[dict[str, Any]]:
         mean, sd = np.round(mean, 8), np.round(sd, 8)  # as stored: ties are ties
         ranked = np.array([_ranked(m) for m in metrics], dtype=bool)
         reference = np.array([name in REFERENCE_METHODS for name in methods], dtype=bool)
-        contenders = np.where(reference[:, None] | ~ranked[None, :], -np.inf,
+        # a mean over fewer seeds is not comparable: only methods with the metric on every
+        # seed compete for bold
+        partial = n < len(seeds)
+        contenders = np.where(reference[:, None] | ~ranked[None, :] | partial, -np.inf,
                               np.nan_to_num(mean, nan=-np.inf))
         top = contenders.max(axis=0, initial=-np.inf)
         best = (contenders == top[None, :]) & np.isfinite(top)[None, :]
@@ -395,12 +401,17 @@ def build_seed_tables(tables: list[dict[str, Any]]) -> list[dict[str, Any]]:
             rows.append({"method": name, "reference": bool(reference[i]),
                          "n_seeds": int(present[i].sum()), "metrics": cells,
                          "best": [m for j, m in enumerate(metrics) if best[i, j]],
-                         # hyper-parameters (other than the seed) differ between seeds
-                         "mixed_config": len(configs[name]) > 1,
+                         # not one procedure on every seed: tuned on some seeds only, or
+                         # different given parameters (other than the seed). Tuned on every
+                         # seed is one procedure, even where each seed's search chose
+                         # differently.
+                         "mixed_config": (len(tuned_flags[name]) > 1
+                                          or len(configs[name]) > 1),
                          "tuned_seeds": tuned_on[name]})
         key = sort_metric(track, base)
-        rows.sort(key=lambda r: (-r["metrics"][key]["mean"] if key in r["metrics"]
-                                 else np.inf, r["method"]))
+        # methods run on every seed first, then by mean
+        rows.sort(key=lambda r: (-r["n_seeds"], -r["metrics"][key]["mean"]
+                                 if key in r["metrics"] else np.inf, r["method"]))
         protocols = [by_seed[s]["protocol"] for s in seeds]
         out.append({
             "kind": "seeds",
@@ -467,9 +478,9 @@ def _seed_title(table: dict[str, Any]) -> str:
 
 
 #: under a seed table with a row whose hyper-parameters are not the same on every seed
-MIXED_NOTE = ("‡: hyper-parameters differ between seeds (e.g. tuned for some seeds only; "
-              "`gembench tune --seed S` tunes seed S), so its mean pools different "
-              "configurations.")
+MIXED_NOTE = ("‡: not configured the same way on every seed (tuned for some seeds only, "
+              "or given different hyper-parameters; `gembench tune --seed S` tunes seed S), "
+              "so its mean pools different procedures.")
 
 
 def _mixed_mark(row: dict[str, Any], mark: str = " ‡") -> str:
@@ -478,9 +489,10 @@ def _mixed_mark(row: dict[str, Any], mark: str = " ‡") -> str:
 
 def _seed_bold_note(table: dict[str, Any]) -> str:
     mixed = any(r.get("mixed_config") for r in table["rows"])
-    return (f"Sorted by the mean of {table['sort_metric']}. Bold: best mean per metric "
-            "(costs such as distance are not ranked). " + _reference_note(table)
-            .replace("\\_", "_") + (" " + MIXED_NOTE if mixed else "")).rstrip()
+    return (f"Methods run on every seed first, then sorted by the mean of "
+            f"{table['sort_metric']}. Bold: best mean per metric among methods run on every "
+            "seed (costs such as distance are not ranked). " + _reference_note(table)
+            .replace("\\_", "_")).rstrip() + (" " + MIXED_NOTE if mixed else "")
 
 
 def seeds_to_markdown(table: dict[str, Any]) -> str:
@@ -513,7 +525,7 @@ def seeds_to_latex(table: dict[str, Any], metrics: list[str] | tuple[str, ...] |
         f"{table['track']} on {table['dataset']}, {table['protocol']} split. Mean ± sample "
         f"standard deviation (ddof = 1) over seeds {seeds}; each seed has its own data draw, "
         f"split and method seed; n: seeds a method ran on. ").replace("±", r"$\pm$")
-        + "Bold: best mean. " + _reference_note(table)
+        + "Bold: best mean among methods run on every seed. " + _reference_note(table)
         + (_latex_escape(MIXED_NOTE.replace("`", "")).replace("‡", r"\ddag") + " "
            if any(r.get("mixed_config") for r in table["rows"]) else "")
         + (_latex_escape(caption_extra.strip()) + " " if caption_extra else "")
