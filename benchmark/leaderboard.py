@@ -274,10 +274,8 @@ def to_latex(table: dict[str, Any], metrics: list[str] | tuple[str, ...],
     if missing:
         raise KeyError(f"unknown metric(s) {missing} in table {table['track']}; "
                        f"available: {sorted(table['rows'][0]['metrics']) if table['rows'] else []}")
-    lines = [
-        r"\begin{table}[t]",
-        r"\centering",
-        r"\caption{" + _latex_escape(
+    caption = (
+        _latex_escape(
             f"{table['track']} on {table['dataset']}, {table['protocol']} split "
             f"(fingerprint {table['split_fingerprint'][:12]}). "
             f"Mean over evaluated users"
@@ -287,13 +285,8 @@ def to_latex(table: dict[str, Any], metrics: list[str] | tuple[str, ...],
             + f" ({table['interval_method']}). "
         ).replace("±", r"$\pm$") + r"Bold: best; \dag: not significantly different from the best ("
         + _latex_escape(table.get("significance_test", significance_note())) + "). "
-        + _reference_note(table) + _latex_escape(provenance(table)) + "}",
-        r"\label{tab:" + f"{table['dataset']}-{table['protocol']}-{table['track']}" + "}",
-        r"\begin{tabular}{l" + "r" * len(metrics) + "}",
-        r"\toprule",
-        "Method & " + " & ".join(_latex_metric(m) for m in metrics) + r" \\",
-        r"\midrule",
-    ]
+        + _reference_note(table) + _latex_escape(provenance(table)))
+    body = []
     for row in table["rows"]:
         cells = [_latex_escape(row["method"])]
         for metric in metrics:
@@ -309,7 +302,18 @@ def to_latex(table: dict[str, Any], metrics: list[str] | tuple[str, ...],
             elif style == "intervals":
                 value += f" [{low:.4f}, {high:.4f}]"
             cells.append(value)
-        lines.append(" & ".join(cells) + r" \\")
+        body.append(cells)
+    return _latex_table(caption, f"{table['dataset']}-{table['protocol']}-{table['track']}",
+                        ["Method", *map(_latex_metric, metrics)], body)
+
+
+def _latex_table(caption: str, label: str, header: list[str], body: list[list[str]]) -> str:
+    """A booktabs ``table`` environment: caption and label (both already LaTeX), one left
+    column and right-aligned numbers."""
+    lines = [r"\begin{table}[t]", r"\centering", r"\caption{" + caption + "}",
+             r"\label{tab:" + label + "}", r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}",
+             r"\toprule", " & ".join(header) + r" \\", r"\midrule"]
+    lines += [" & ".join(cells) + r" \\" for cells in body]
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
     return "\n".join(lines)
 
@@ -530,24 +534,13 @@ def seeds_to_latex(table: dict[str, Any], metrics: list[str] | tuple[str, ...] |
            if any(r.get("mixed_config") for r in table["rows"]) else "")
         + (_latex_escape(caption_extra.strip()) + " " if caption_extra else "")
         + _latex_escape(seed_provenance(table)))
-    lines = [
-        r"\begin{table}[t]",
-        r"\centering",
-        r"\caption{" + caption + "}",
-        r"\label{tab:" + f"{table['dataset']}-{table['protocol']}-{table['track']}-seeds" + "}",
-        r"\begin{tabular}{l" + "r" * len(metrics) + "r}",
-        r"\toprule",
-        "Method & " + " & ".join(_latex_metric(m) for m in metrics) + r" & $n$ \\",
-        r"\midrule",
-    ]
-    for row in table["rows"]:
-        cells = [_latex_escape(row["method"]) + _mixed_mark(row, r" \ddag")
-                 + (r" (ref.)" if row.get("reference") else "")]
-        cells += [_seed_cell(row, m, bold=r"\textbf{{{}}}", pm=r"$\pm$", missing="--")
-                  for m in metrics]
-        lines.append(" & ".join([*cells, str(row["n_seeds"])]) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
-    return "\n".join(lines)
+    body = [[_latex_escape(row["method"]) + _mixed_mark(row, r" \ddag")
+             + (r" (ref.)" if row.get("reference") else ""),
+             *(_seed_cell(row, m, bold=r"\textbf{{{}}}", pm=r"$\pm$", missing="--")
+               for m in metrics),
+             str(row["n_seeds"])] for row in table["rows"]]
+    return _latex_table(caption, f"{table['dataset']}-{table['protocol']}-{table['track']}-seeds",
+                        ["Method", *map(_latex_metric, metrics), "$n$"], body)
 
 
 def _seeds_html(table: dict[str, Any]) -> str:
