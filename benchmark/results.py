@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import resource
 import sys
 from pathlib import Path
@@ -135,8 +136,6 @@ def seeded_protocol(protocol: str, seed: int) -> str:
 
 def unseeded_protocol(protocol: str) -> str:
     """``protocol`` without its ``-seed<s>`` part: the protocol seeds are pooled over."""
-    import re
-
     return re.sub(rf"{SEED_MARK}\d+(?=-|$)", "", protocol)
 
 

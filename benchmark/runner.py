@@ -44,7 +44,7 @@ def resolve_dataset(name_or_path: str | os.PathLike, data_dir: str | os.PathLike
     """
     name = str(name_or_path)
     if name in DATASETS:
-        path = Path(data_dir) / (name if int(seed) == 0 else f"{name}-seed{int(seed)}")
+        path = Path(data_dir) / seeded_protocol(name, seed)  # same -seed<s> mark
         if (path / "dataset.json").is_file():
             dataset = Dataset(path)
             if dataset.meta.get("seed") == seed:
