@@ -22,8 +22,9 @@ install: $(STAMP)
 
 ## the main job on the synthetic small data set: every baseline on the ranking tracks
 ## (leave-last-out, then cold-start: held-out items unseen in training, where content
-## methods count), the rerank protocol (10-candidate lists from itemknn, reordered by
-## other methods; vlm-rerank needs images and weights, so it is opt-in), the preference
+## methods count), the rerank protocol (itemknn's own top 10, reordered by other methods;
+## then ImageGem's positive-inserted variant with its reversed-first-stage control;
+## vlm-rerank needs images and weights, so it is opt-in), the preference
 ## track (every k of the few-shot curve), the lora-edit track (gain-vs-fidelity curve) and
 ## seeds 1 and 2 of the main baselines (each tuned on its own seed; with seed 0's records,
 ## the mean ± sd over 3 seeds tables); leaderboards rebuilt after each step
@@ -31,7 +32,9 @@ run: $(STAMP)
 	$(BIN)/gembench run --dataset synthetic-small
 	$(BIN)/gembench run --dataset synthetic-small --protocol cold-start
 	$(BIN)/gembench run --dataset synthetic-small --protocol rerank --first-stage itemknn \
-		--methods random,popularity,itemknn,userknn,clip-mean,hybrid,oracle
+		--methods random,popularity,itemknn,userknn,clip-mean,hybrid,oracle,reversed-first-stage
+	$(BIN)/gembench run --dataset synthetic-small --protocol rerank --first-stage itemknn \
+		--candidates inserted --methods random,itemknn,oracle,reversed-first-stage
 	$(BIN)/gembench run --dataset synthetic-small --tracks preference
 	$(BIN)/gembench edit run --dataset synthetic-small
 	$(BIN)/gembench run --dataset synthetic-small --seeds 1,2 \

@@ -21,11 +21,9 @@ fall back to the clip-mean profile of their history (``fallback="history"``) or 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
-import pyarrow.compute as pc
+import pyarrow as pa
 import scipy.sparse as sp
 
 from baselines._content import item_embeddings, normalise_rows
@@ -69,11 +67,10 @@ class ClipText(FaissRetrieval):
         if self.fallback not in ("history", "none"):
             raise ValueError(f"fallback must be 'history' or 'none', got {self.fallback!r}")
         item_emb, self.encoder_ = item_embeddings(train, side, self.encoder)
-        dataset = side.dataset
-        if dataset is None or not dataset.has_table("images"):
+        if side.view is None or not side.view.has_table("images"):
             raise NotApplicable("clip-text needs the images table (prompts)")
-        image_idx, user_of = self._history_images(train, side)
-        text = self._prompt_vectors(side, image_idx)
+        image_ids, user_of = self._history_images(train, side)
+        text = self._prompt_vectors(side, image_ids)
         if text.shape[1] != item_emb.shape[1]:
             raise NotApplicable(f"text embeddings have dimension {text.shape[1]}, items "
                                 f"{item_emb.shape[1]}: they must share one space")
@@ -92,61 +89,47 @@ class ClipText(FaissRetrieval):
         return self
 
     def _history_images(self, train: InteractionData, side: SideInfo
-                        ) -> tuple[np.ndarray, np.ndarray]:
-        """Rows of the images table whose prompts the user may use, and their users."""
-        dataset = side.dataset
-        columns = ["user_id", "created_at"] + (["lora_ids"] if side.item_kind == "lora" else [])
-        table = dataset.arrow("images", columns)
+                        ) -> tuple[pd.Index, np.ndarray]:
+        """Ids of the images whose prompts the user may use, and their users.
+
+        The harness's training view already holds only visible images; the same rule is
+        applied again here so the method stays honest when handed a whole data set.
+        """
+        from benchmark.views import visible_images
+
+        columns = ["image_id", "user_id", "created_at"] + (
+            ["lora_ids"] if side.item_kind == "lora" else [])
+        table = side.view.arrow("images", columns)
+        rows = visible_images(table, train, None)
         user = train.user_ids.get_indexer(
             table.column("user_id").to_numpy(zero_copy_only=False).astype(str))
-        created = table.column("created_at").cast("int64").to_numpy()  # seconds
-        frame = train.frame
-        last = np.full(train.n_users, np.iinfo(np.int64).min)
-        if len(frame):
-            seconds = frame["timestamp"].to_numpy().astype("datetime64[s]").astype(np.int64)
-            np.maximum.at(last, frame["user_idx"].to_numpy(), seconds)
-        keep = (user >= 0) & (created <= last[np.maximum(user, 0)])
-        if side.item_kind == "lora":  # drop images made with a LoRA outside u's training items
-            loras = table.column("lora_ids").combine_chunks()
-            parent = pc.list_parent_indices(loras).to_numpy()
-            lora = train.item_ids.get_indexer(
-                pc.list_flatten(loras).to_numpy(zero_copy_only=False).astype(str))
-            owner = user[parent]
-            ok = (lora >= 0) & (owner >= 0)
-            seen = np.zeros(len(parent), bool)
-            seen[ok] = np.asarray(train.matrix[owner[ok], lora[ok]]).ravel() > 0
-            unseen = np.bincount(parent[~seen], minlength=len(user)) > 0
-            keep &= ~unseen
-        rows = np.flatnonzero(keep)
-        return rows, user[rows]
+        ids = pd.Index(table.column("image_id").to_numpy(zero_copy_only=False).astype(str),
+                       dtype=object)
+        return ids[rows], user[rows]
 
-    def _prompt_vectors(self, side: SideInfo, image_rows: np.ndarray) -> np.ndarray:
-        """Unit-norm text embeddings of the prompts of ``image_rows`` (images table rows)."""
-        dataset = side.dataset
+    def _prompt_vectors(self, side: SideInfo, image_ids: pd.Index) -> np.ndarray:
+        """Unit-norm text embeddings of the prompts of the images ``image_ids``."""
+        view = side.view
         name = self.text_encoder or self.encoder_
-        path = Path(dataset.path) / "embeddings" / name / f"{TEXT_KIND}.npy"
-        if path.is_file():
-            ids_path = path.with_name(f"{TEXT_KIND}.ids.parquet")
-            if not ids_path.is_file():
-                raise DataError("text embeddings without their ids", path=str(ids_path),
-                                rule="text.npy comes with text.ids.parquet (image ids)")
-            stored = pd.Index(pd.read_parquet(ids_path).iloc[:, 0].astype(str))
-            wanted = dataset.ids("images")[image_rows]
-            rows = stored.get_indexer(wanted)
+        if TEXT_KIND in view.embedding_kinds(name):
+            stored = view.embedding_ids(name, TEXT_KIND)
+            rows = stored.get_indexer(image_ids)
             if (rows < 0).any():
                 first = int(np.flatnonzero(rows < 0)[0])
-                raise DataError(f"image {wanted[first]!r} has no text embedding",
-                                path=str(ids_path), rule="every history image has a row")
-            matrix = dataset.embeddings(name, TEXT_KIND)
+                raise DataError(f"image {image_ids[first]!r} has no text embedding",
+                                path=f"embeddings/{name}/{TEXT_KIND}.ids.parquet",
+                                rule="every history image has a row")
+            matrix = view.embeddings(name, TEXT_KIND)
             return normalise_rows(np.asarray(matrix[rows], dtype=np.float32))
-        if dataset.meta.get("source") == "synthetic":
-            from benchmark.data.synthetic_text import SyntheticTextEncoder
-
-            prompts = dataset.arrow("images", ["prompt"]).column("prompt").combine_chunks()
-            chosen = prompts.take(image_rows)
+        if view.meta.get("source") == "synthetic":
+            images = view.arrow("images", ["image_id", "prompt"])
+            at = pd.Index(images.column("image_id").to_numpy(zero_copy_only=False).astype(str),
+                          dtype=object).get_indexer(image_ids)
+            chosen = images.column("prompt").combine_chunks().take(pa.array(at, pa.int64()))
             codes, uniques = pd.factorize(
                 np.asarray(chosen.to_numpy(zero_copy_only=False), dtype=object))
-            vectors = SyntheticTextEncoder.from_dataset(dataset).encode(list(uniques))
+            vectors = view.text_encoder().encode(list(uniques))
             return vectors[codes] if len(codes) else np.zeros((0, vectors.shape[1]), np.float32)
-        raise NotApplicable(f"no prompt embeddings ({path} is missing): run gembench embed "
-                            "--texts on the images table with --kind text")
+        raise NotApplicable(f"no prompt embeddings (embeddings/{name}/{TEXT_KIND}.npy is "
+                            "missing): run gembench embed --texts on the images table with "
+                            "--kind text")

@@ -22,8 +22,6 @@ the missing store. With a real CLIP they are made by
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
@@ -48,29 +46,25 @@ def text_embeddings(side: SideInfo, encoder: str = DEFAULT_ENCODER
             raise DataError(f"text_embeddings has shape {emb.shape} for {len(ids)} text_ids",
                             rule="one embedding row per text id")
         return ids, emb
-    if side.dataset is None:
+    view = side.view
+    if view is None:
         raise DataError("clip-score needs prompt (text) embeddings: none in side.extra and "
                         "no data set given")
-    folder = Path(side.dataset.path) / "embeddings" / encoder
     for kind in TEXT_KINDS:
-        npy, id_file = folder / f"{kind}.npy", folder / f"{kind}.ids.parquet"
-        if npy.is_file():
-            if not id_file.is_file():
-                raise DataError("a text embedding store without its id file",
-                                path=str(id_file), rule="<kind>.npy comes with <kind>.ids.parquet")
-            ids = pd.read_parquet(id_file)
-            col = "id" if "id" in ids else ids.columns[0]
-            emb = np.load(npy, mmap_mode="r")
+        if kind in view.embedding_kinds(encoder):
+            ids = view.embedding_ids(encoder, kind)
+            emb = view.embeddings(encoder, kind)
             if len(ids) != len(emb):
                 raise DataError(f"{len(ids)} ids for {len(emb)} embedding rows",
-                                path=str(id_file), rule="one id per embedding row")
-            return pd.Index(ids[col].astype(str).to_numpy(dtype=object)), emb
+                                path=f"embeddings/{encoder}/{kind}.ids.parquet",
+                                rule="one id per embedding row")
+            return ids, emb
     raise DataError(
         f"clip-score needs prompt embeddings from the image encoder {encoder!r}; this data set "
         "has none (the synthetic worlds ship image embeddings only)",
-        path=str(folder / "text.npy"),
+        path=f"embeddings/{encoder}/text.npy",
         rule=f"make them with `gembench embed --encoder <clip> --texts "
-             f"{side.dataset.path}/images.parquet --out {side.dataset.path} --kind text "
+             f"<dataset>/images.parquet --out <dataset> --kind text "
              f"--name {encoder}` using the CLIP model of the image embeddings")
 
 

@@ -77,12 +77,17 @@ def split(dataset: str | os.PathLike, protocol: str = "leave-last-out",
 def evaluate(track: str, split: str | os.PathLike, submission: str | os.PathLike,
              out: str | os.PathLike | None = None, record: bool = False,
              name: str | None = None,
-             results_dir: str | os.PathLike = "results") -> dict[str, Any]:
+             results_dir: str | os.PathLike = "results",
+             metrics: list[str] | None = None) -> dict[str, Any]:
     """``gembench evaluate``: score a rankings file; writes ``out`` only when valid.
 
+    ``metrics`` (``--metrics``, e.g. ``["recall@100", "ndcg@100"]``): the metric set
+    instead of the track's defaults; an unknown name or a cut-off above the track's
+    ``max_k`` is a ValueError. A file may rank up to the track's ``max_k`` items per user.
     With ``record=True`` (and a ``name``) it also writes a result record under
-    ``results_dir`` (refused when the name belongs to another method or the
-    split's fingerprint differs from the table's); its path is ``result["record"]``.
+    ``results_dir`` (refused when the name belongs to another method, or the split's
+    track fingerprint or the data set checksum differs from the table's); its path is
+    ``result["record"]``.
     """
     import json
 
@@ -90,17 +95,20 @@ def evaluate(track: str, split: str | os.PathLike, submission: str | os.PathLike
     from benchmark.submission import evaluate_submission, submission_record
     from benchmark.tasks import get_track
 
+    spec = get_track(track)
+    if metrics is not None:
+        metrics = list(spec.check_metrics(metrics))  # before reading anything
     if record:
         if not name:
             raise ValueError("--record needs --name (the method name on the leaderboard)")
         from benchmark.results import write_record
 
-        result, rec, path = submission_record(submission, load_split(split), get_track(track),
-                                              name, results_dir)
+        result, rec, path = submission_record(submission, load_split(split), spec,
+                                              name, results_dir, metrics=metrics)
         write_record(rec, path)
         result = {**result, "record": str(path)}
     else:
-        result = evaluate_submission(submission, load_split(split), get_track(track))
+        result = evaluate_submission(submission, load_split(split), spec, metrics=metrics)
     if out is not None:
         atomic_write_text(out, json.dumps(result, indent=2, sort_keys=True) + "\n")
     return result
@@ -137,6 +145,8 @@ def run(engine: str = "local", address: str | None = None, **kwargs: Any) -> dic
     over them, ``result["seed_tables"]``).
     ``device="cuda"`` (or ``"auto"``) ranks on the GPU (see :mod:`benchmark.device`; on Ray,
     ``auto`` is resolved on each worker); the default ``"cpu"`` is the numpy engine.
+    ``metrics=["recall@100", "ndcg@100"]`` (``--metrics``) replaces each ranking track's
+    default metrics (cut-offs up to the track's ``max_k``; a ValueError otherwise).
     """
     if _engine(engine) == "ray":
         from benchmark.distributed import ray_run_benchmark
@@ -149,7 +159,8 @@ def run(engine: str = "local", address: str | None = None, **kwargs: Any) -> dic
 
 def tune(engine: str = "local", address: str | None = None, **kwargs: Any) -> dict[str, Any]:
     """``gembench tune``: see :func:`benchmark.tuning.tune` for the arguments
-    (``engine="ray"``: one Ray task per trial, same choice)."""
+    (``engine="ray"``: one Ray task per trial, same choice); ``metrics`` (``--metrics``) is
+    the metric set each trial evaluates, the objective stays ``metric``."""
     if _engine(engine) == "ray":
         from benchmark.distributed import ray_tune
 
@@ -172,16 +183,21 @@ def leaderboard(results_dir: str | os.PathLike = "results",
                 style: str = "pm", seeds: bool = False) -> dict[str, Any]:
     """``gembench leaderboard``: rebuild every table from the result records.
 
-    ``format="files"`` writes Markdown + JSON per table and ``index.html`` under
-    ``out`` (``seed_tables``: the mean ± sd over seeds tables, also written); ``format=
-    "latex"`` writes nothing and returns ``text``: booktabs tables of ``track`` (filtered
-    by ``dataset``/``protocol``) with ``metrics``, ``style`` "pm" (± half-width) or
-    "intervals"; with ``seeds=True`` the mean ± sd over seeds tables instead (``metrics``
-    optional, ``protocol`` with or without its ``-seed<s>`` part).
+    ``metrics`` are the columns shown, in both formats; on a ranking track they are
+    checked as ``gembench run --metrics`` checks them (a known name, a cut-off within the
+    track's ``max_k``). ``format="files"`` writes Markdown + JSON per table and
+    ``index.html`` under ``out`` (``seed_tables``: the mean ± sd over seeds tables, also
+    written), ``metrics`` replacing the default columns of the full-ranking tables (of
+    ``track`` only, when given); ``format="latex"`` writes nothing and returns ``text``:
+    booktabs tables of ``track`` (filtered by ``dataset``/``protocol``) with ``metrics``,
+    ``style`` "pm" (± half-width) or "intervals"; with ``seeds=True`` the mean ± sd over
+    seeds tables instead (``metrics`` optional, ``protocol`` with or without its
+    ``-seed<s>`` part).
     """
     from benchmark.leaderboard import (
         build_seed_tables,
         build_tables,
+        check_columns,
         seeds_to_latex,
         select_tables,
         to_latex,
@@ -189,12 +205,14 @@ def leaderboard(results_dir: str | os.PathLike = "results",
     )
     from benchmark.results import unseeded_protocol
 
-    if format == "files":
-        files, tables, notes, seed_tables = write_leaderboards(results_dir, out,
-                                                               with_seeds=True)
-        return {"files": files, "tables": tables, "notes": notes, "seed_tables": seed_tables}
-    if format != "latex":
+    if format not in ("files", "latex"):
         raise ValueError(f"unknown format {format!r}; choose files or latex")
+    if metrics is not None:
+        metrics = list(check_columns(metrics, track))
+    if format == "files":
+        files, tables, notes, seed_tables = write_leaderboards(
+            results_dir, out, with_seeds=True, metrics=metrics, track=track)
+        return {"files": files, "tables": tables, "notes": notes, "seed_tables": seed_tables}
     if not track or not (metrics or seeds):
         raise ValueError("--format latex needs --track and --metrics")
     tables, notes = build_tables(results_dir)

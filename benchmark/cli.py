@@ -39,6 +39,10 @@ Engine = Annotated[str, typer.Option(
     help="local (this process) or ray (a Ray cluster; see docs/ray.md).")]
 Address = Annotated[str | None, typer.Option(
     help="ray: cluster address (auto or host:port); default: start a local Ray.")]
+Metrics = Annotated[str | None, typer.Option(
+    help="Comma-separated metrics <name>@<k> (e.g. recall@100,ndcg@100; names: recall, "
+         "ndcg, hit, mrr, precision, map; k up to the track's max K, 100) instead of each "
+         "track's defaults; the engine's top-K is the largest k.")]
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -90,8 +94,13 @@ def run(
     first_stage: Annotated[str, typer.Option(
         help="rerank protocol: the first-stage method whose top-N is reranked.")] = "itemknn",
     n_candidates: Annotated[int, typer.Option(
-        help="rerank protocol: candidates per user (the held-out positive included).")] = 10,
-    top_n: Annotated[int, typer.Option(help="rerank protocol: first-stage top-N.")] = 50,
+        help="rerank protocol: candidates per user (the list length N).")] = 10,
+    candidates: Annotated[str, typer.Option(
+        help="rerank protocol: top (the first stage's own top-N) or inserted (ImageGem's: "
+             "the held-out positive inserted among first-stage negatives; biased, see "
+             "docs/rerank.md).")] = "top",
+    top_n: Annotated[int, typer.Option(
+        help="rerank protocol, inserted: the first-stage top-N negatives come from.")] = 50,
     max_users: Annotated[int | None, typer.Option(
         help="rerank protocol: a seeded subset of test users.")] = None,
     images: Annotated[Path | None, typer.Option(
@@ -104,6 +113,7 @@ def run(
         help="Where the ranking engine runs: auto (cuda if torch sees a GPU, else the numpy "
              "engine), cpu or cuda[:N]; --memory-budget-mb is then the GPU's score budget.")]
     = "auto",
+    metrics: Metrics = None,
 ) -> None:
     """Run methods on tracks: build data, split, evaluate, write records and leaderboards.
 
@@ -134,6 +144,10 @@ def run(
         if protocol == "rerank":
             from benchmark.rerank import run_rerank
 
+            if metrics:
+                raise ValueError("--metrics does not apply to --protocol rerank (its short "
+                                 "lists are scored at Recall@5 / NDCG@5; docs/rerank.md)")
+
             params = {}
             for item in param or []:
                 key, sep, value = item.partition("=")
@@ -150,7 +164,7 @@ def run(
                     first_stage=first_stage, n_candidates=n_candidates, top_n=top_n,
                     max_users=max_users, seed=s, data_dir=data_dir, results_dir=results_dir,
                     leaderboard_dir=leaderboard_dir, method_params=params, images=images,
-                    progress=not quiet, echo=typer.echo)
+                    progress=not quiet, echo=typer.echo, candidates=candidates)
                 n_records += len(result["records"])
             typer.echo(f"{n_records} rerank records written under {results_dir}/")
             return
@@ -160,7 +174,7 @@ def run(
             methods=names or None, protocol=protocol,
             seed=seed, seeds=seed_list, data_dir=data_dir, results_dir=results_dir,
             leaderboard_dir=leaderboard_dir, memory_budget_mb=memory_budget_mb,
-            progress=not quiet, echo=typer.echo,
+            progress=not quiet, echo=typer.echo, metrics=_csv(metrics),
         )
         typer.echo("")
         # the tables this run wrote into: results/<dataset>/<protocol>/<track>/<method>.json
@@ -196,6 +210,9 @@ def tune(
     dataset: Annotated[str, typer.Option(help="Registered data set name or a data set folder.")]
     = "synthetic-small",
     metric: Annotated[str, typer.Option(help="Validation metric to maximise.")] = "ndcg@10",
+    metrics: Annotated[str | None, typer.Option(
+        help="Comma-separated metric set each trial evaluates on the valid part (stored per "
+             "trial; default: the track's metrics); the objective stays --metric.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of data, split, search and methods.")] = 0,
     protocol: Annotated[str, typer.Option(help="Split protocol.")] = "leave-last-out",
     data_dir: Annotated[Path, typer.Option(help="Where built data sets and splits live.")]
@@ -214,10 +231,11 @@ def tune(
         result = api.tune(engine=engine, address=address, track=track, method=method,
                           budget=budget, dataset=dataset,
                           metric=metric, seed=seed, protocol=protocol, data_dir=data_dir,
-                          tuned_dir=tuned_dir, progress=not quiet, echo=typer.echo)
+                          tuned_dir=tuned_dir, progress=not quiet, echo=typer.echo,
+                          metrics=_csv(metrics))
         typer.echo(json.dumps({k: result[k] for k in
                                ("method", "track", "params", "metric", "value",
-                                "default_value", "n_trials", "split_fingerprint", "path")},
+                                "default_value", "n_trials", "track_fingerprint", "path")},
                               indent=2))
 
     guard(body)
@@ -342,14 +360,19 @@ def evaluate(
     name: Annotated[str | None, typer.Option(help="Method name of the record.")] = None,
     results_dir: Annotated[Path, typer.Option(help="Where the record is written.")]
     = Path("results"),
+    metrics: Metrics = None,
 ) -> None:
-    """Score a rankings file against a split's test part; invalid files exit 2."""
+    """Score a rankings file against a split's test part; invalid files exit 2.
+
+    A file ranks at most the track's max K items per user (100).
+    """
 
     def body() -> None:
         from benchmark import api
 
         typer.echo(json.dumps(api.evaluate(track, split, submission, out, record=record,
-                                           name=name, results_dir=results_dir), indent=2))
+                                           name=name, results_dir=results_dir,
+                                           metrics=_csv(metrics)), indent=2))
 
     guard(body)
 
@@ -383,9 +406,12 @@ def leaderboard(
     format: Annotated[str, typer.Option(
         help="files (Markdown + JSON + index.html under --out) or latex (print only).")]
     = "files",
-    track: Annotated[str | None, typer.Option(help="latex: the track.")] = None,
+    track: Annotated[str | None, typer.Option(
+        help="latex: the track; files: the track whose tables take --metrics (default: "
+             "lora-rec and image-rec).")] = None,
     metrics: Annotated[str | None, typer.Option(
-        help="latex: comma-separated metrics, e.g. recall@20,ndcg@20.")] = None,
+        help="Comma-separated columns, e.g. recall@100,ndcg@100 (cut-offs up to the track's "
+             "max K): of the full-ranking tables (files) or of the LaTeX table.")] = None,
     dataset: Annotated[str | None, typer.Option(help="latex: only this data set.")] = None,
     protocol: Annotated[str | None, typer.Option(help="latex: only this protocol.")] = None,
     intervals: Annotated[bool, typer.Option(
@@ -413,7 +439,8 @@ def leaderboard(
             for note in latex["notes"]:
                 typer.echo(f"note: {note}", err=True)
             return
-        result = api.leaderboard(results_dir, out, format=format)
+        result = api.leaderboard(results_dir, out, format=format, track=track,
+                                 metrics=_csv(metrics))
         for table in result["tables"]:
             typer.echo(to_markdown(table))
         for table in result["seed_tables"]:

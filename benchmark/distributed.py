@@ -402,6 +402,7 @@ def ray_run_benchmark(
     tuned_dir: str | os.PathLike | None = None,
     device: str = "cpu",
     seeds: Sequence[int] | None = None,
+    metrics: Sequence[str] | None = None,
     *,
     address: str | None = None,
     num_cpus: int | None = None,
@@ -429,14 +430,14 @@ def ray_run_benchmark(
     pair_task = ray.remote(num_cpus=cpus_per_task, max_retries=max_retries)(_run_pair_task)
     base = {"protocol": protocol, "device": device,  # device resolved per worker
             "results_dir": str(Path(results_dir).absolute()),
-            "memory_budget_mb": memory_budget_mb,
+            "memory_budget_mb": memory_budget_mb, "metrics": metrics,
             "tuned_dir": str(Path(tuned_dir).absolute()) if tuned_dir else None}
     cwd = os.getcwd()
     jobs, refs = [], []
     for s in seed_list:
         said = [f"seed {s}"] if seeds is not None else []  # echoed in the local order below
         ds, split, plan, skipped = plan_runs(dataset, tracks, methods, protocol, s, data_dir,
-                                             progress)
+                                             progress, metrics=metrics)
         pair_runs, pair_skips = plan_pair_runs(ds, tracks, methods, seed=s, data_dir=data_dir)
         first = len(refs)
         ds_ref, split_ref = ray.put(ds), ray.put(split)
@@ -507,6 +508,7 @@ def ray_tune(
     memory_budget_mb: float = 512.0,
     progress: bool = True,
     echo=print,
+    metrics: Sequence[str] | None = None,
     *,
     address: str | None = None,
     num_cpus: int | None = None,
@@ -526,7 +528,7 @@ def ray_tune(
 
     ensure_ray(address, num_cpus)
     plan = plan_tuning(track, method, budget, dataset, metric, seed, protocol, data_dir,
-                       progress)
+                       progress, metrics=metrics)
     task = ray.remote(num_cpus=cpus_per_task, num_gpus=gpus_per_task,
                       max_retries=max_retries)(_trial_task)
     shared = [ray.put(plan[k]) for k in ("fit", "relevant", "side")]

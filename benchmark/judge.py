@@ -32,6 +32,7 @@ import pandas as pd
 from benchmark.data.store import atomic_write_text
 from benchmark.errors import DataError
 from benchmark.preference import dataset_info
+from benchmark.views import stored_file
 
 JUDGE_SCHEMA = "gembench.judge/1"
 
@@ -59,6 +60,11 @@ def _split_state(method: Any, dataset_root: Path | None
                                   "file": str(file.relative_to(dataset_root.resolve())),
                                   "shape": list(value.shape), "dtype": str(value.dtype)}
                 continue
+        relative = stored_file(value) if dataset_root is not None else None
+        if relative is not None:  # a training view's whole embedding store (same file)
+            manifest[name] = {"kind": "dataset_memmap", "file": relative,
+                              "shape": list(value.shape), "dtype": str(value.dtype)}
+            continue
         if isinstance(value, pd.Index):
             arrays[name] = np.asarray(value.astype(str), dtype=str)
             manifest[name] = {"kind": "index"}
@@ -102,7 +108,7 @@ def save_judge(method: Any, out: str | os.PathLike, *, name: str | None = None,
         "schema": JUDGE_SCHEMA,
         "method": {"name": name or str(getattr(method, "name", type(method).__name__)),
                    "target": _target(method), "params": params},
-        "dataset": None if dataset is None else dataset_info(dataset),
+        "dataset": None if dataset is None else dataset_info(dataset, absolute=True),
         "split": None if split is None else {"fingerprint": split.fingerprint,
                                              "protocol": split.meta.get("protocol")},
         "state": manifest,

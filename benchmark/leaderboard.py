@@ -32,6 +32,11 @@ from benchmark.significance import ALPHA, TEST_DESCRIPTIONS, compare_with_best
 
 TABLE_METRICS = ("recall@10", "recall@20", "recall@50", "ndcg@10", "ndcg@20", "ndcg@50",
                  "hit@10", "mrr@10")
+#: a ranking track's default columns where they differ from TABLE_METRICS (image-rec: with
+#: Recall@100 / NDCG@100, ImageGem's cut-off); ``gembench leaderboard --metrics`` overrides
+RANKING_TABLE_METRICS: dict[str, tuple[str, ...]] = {
+    "image-rec": (*TABLE_METRICS, "recall@100", "ndcg@100"),
+}
 SORT_METRIC = "ndcg@10"
 #: the columns and sort metric of each non-ranking track's tables (ranking tracks: the above)
 TRACK_METRICS: dict[str, tuple[str, ...]] = {
@@ -40,10 +45,57 @@ TRACK_METRICS: dict[str, tuple[str, ...]] = {
 }
 TRACK_METRICS["lora-edit"] = ("gain", "win_rate", "fidelity", "distance")
 TRACK_SORT_METRIC: dict[str, str] = {"preference": "accuracy", "lora-edit": "gain"}
+#: the columns and sort metric of a table of rating records (``benchmark.ratings``: track
+#: "preference", told apart by their ``n_ratings_test`` count)
+RATING_METRICS = ("spearman", "spearman_seen", "spearman_unseen", "pearson", "pearson_unseen",
+                  "pair_accuracy", "pair_accuracy_unseen")
+RATING_SORT_METRIC = "spearman"
+#: why a rating record left a user out (``benchmark.ratings.EXCLUDE_REASONS``), in words
+RATING_EXCLUSIONS = {"fewer_than_2": "with fewer than 2 test ratings",
+                     "constant_rating": "whose test ratings are all equal"}
 
 
-#: the rerank protocol's short candidate lists (ImageGem's reranking table: Recall@5, NDCG@5)
-RERANK_METRICS = ("recall@1", "recall@5", "ndcg@5", "ndcg@10", "mrr@10")
+def _rating_users(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The user counts of a rating record, None for any other record.
+
+    ``n_users``: users with test ratings; ``n_users_scored``: those every metric scores;
+    ``excluded``: reason -> users with no order to predict; ``n_users_constant_score``:
+    scored users the method gave one score for all their images (counted as ties).
+    """
+    if "n_ratings_test" not in record:
+        return None
+    n_users = int(record.get("n_users", record.get("n_users_evaluated", 0)))
+    return {"n_users": n_users,
+            "n_users_scored": int(record.get("n_users_scored", n_users)),
+            "n_users_excluded": int(record.get("n_users_excluded", 0)),
+            "excluded": {k.removeprefix("n_users_excluded_"): int(v)
+                         for k, v in sorted(record.items())
+                         if k.startswith("n_users_excluded_")},
+            "n_users_constant_score": int(record.get("n_users_constant_score", 0))}
+
+
+def _users_note(table: dict[str, Any]) -> str:
+    """The sentence under a rating table that states how many users count and who is out."""
+    users = [row["users"] for row in table["rows"] if "users" in row]
+    if not users:
+        return ""
+    if len({json.dumps(u["excluded"], sort_keys=True) for u in users}) == 1:
+        why = ", ".join(f"{n} {RATING_EXCLUSIONS.get(k, k)}" for k, n in
+                        users[0]["excluded"].items())
+        out = (f"{users[0]['n_users_excluded']} of {users[0]['n_users']} users with test "
+               f"ratings excluded from every metric ({why}: no order to predict)")
+    else:
+        out = ("users excluded from every metric (fewer than 2 test ratings, or all equal: "
+               "no order to predict) in the excluded column")
+    return (f"Users: scored of those with test ratings; {out}. Constant scores: scored users "
+            "the method gave one score for all their images, counted as Spearman = Pearson "
+            "= 0 and pair accuracy 0.5 (ties).")
+
+
+#: the rerank protocol's short candidate lists (ImageGem's reranking table: Recall@5, NDCG@5):
+#: over all test users, then ``cond_``: over the users whose first-stage list holds a held-out item
+RERANK_METRICS = ("recall@1", "recall@5", "ndcg@5", "ndcg@10", "mrr@10",
+                  "cond_recall@5", "cond_ndcg@5")
 
 
 def _is_rerank(protocol: str | None) -> bool:
@@ -53,7 +105,75 @@ def _is_rerank(protocol: str | None) -> bool:
 def table_metrics(track: str, protocol: str | None = None) -> tuple[str, ...]:
     if _is_rerank(protocol):
         return RERANK_METRICS
-    return TRACK_METRICS.get(track, TABLE_METRICS)
+    return TRACK_METRICS.get(track) or RANKING_TABLE_METRICS.get(track, TABLE_METRICS)
+
+
+#: columns of ranking tables besides the ranking metrics ``<name>@<k>``: the lists' mean
+#: popularity, and the rerank protocol's first-stage hit rate; ``cond_<name>@<k>`` is the
+#: rerank protocol's conditional view of a ranking metric
+_EXTRA_COLUMNS = ("avg_popularity", "first_stage_hit")
+_COLUMN_PREFIXES = ("cond_",)
+
+
+def _column(name: str) -> tuple[str, int]:
+    """A ranking table's column name in canonical form, and its cut-off (ValueError)."""
+    from benchmark.metrics import RANKING_METRICS, parse_metric
+
+    text = name.strip().lower() if isinstance(name, str) else ""
+    base, _, k = text.partition("@")
+    prefix = next((p for p in _COLUMN_PREFIXES if base.startswith(p)), "")
+    if base[len(prefix):] in _EXTRA_COLUMNS and not prefix and k.isdigit() and int(k) >= 1:
+        return f"{base}@{int(k)}", int(k)
+    try:
+        metric, cut = parse_metric(f"{base[len(prefix):]}@{k}")
+    except ValueError:
+        raise ValueError(
+            f"unknown metric {name!r}: expected '<name>@<k>' with k >= 1 and name one of "
+            f"{sorted(RANKING_METRICS)} "
+            f"(e.g. 'ndcg@10'), or {', '.join(f'{c}@<k>' for c in _EXTRA_COLUMNS)}, "
+            "cond_<name>@<k> (rerank)") from None
+    return f"{prefix}{metric}@{cut}", cut
+
+
+def check_columns(metrics: list[str] | tuple[str, ...] | str,
+                  track: str | None = None) -> tuple[str, ...]:
+    """Asked columns of ranking tables, checked like ``gembench run --metrics``: a known
+    metric name and a cut-off within the track's ``max_k`` (every ranking track's when
+    ``track`` is None). A non-ranking ``track`` (preference, lora-edit) takes its own
+    metric names as given."""
+    from benchmark.tasks import TRACKS
+
+    if isinstance(metrics, str):
+        metrics = [m for m in metrics.split(",") if m.strip()]
+    if not metrics:
+        raise ValueError("no metrics given")
+    if track is not None and track not in TRACKS:
+        return tuple(dict.fromkeys(m.strip() for m in metrics))
+    out: list[str] = []
+    for name in metrics:
+        column, cut = _column(name)
+        for spec in ([TRACKS[track]] if track is not None else list(TRACKS.values())):
+            if cut > spec.max_k:
+                raise ValueError(f"metric {name!r}: cut-off {cut} is above the {spec.name} "
+                                 f"track's max K = {spec.max_k}")
+        if column not in out:
+            out.append(column)
+    return tuple(out)
+
+
+def with_columns(tables: list[dict[str, Any]], metrics: list[str] | tuple[str, ...] | None,
+                 track: str | None = None) -> list[dict[str, Any]]:
+    """``tables`` with ``metrics`` as the columns of every full-ranking table (lora-rec,
+    image-rec), or of ``track``'s tables only when given (any track); rerank tables keep
+    their short-list columns. Copies; the input is not changed."""
+    from benchmark.tasks import TRACKS
+
+    if not metrics:
+        return tables
+    return [{**t, "metrics": list(metrics)}
+            if (t["track"] == track if track is not None else t["track"] in TRACKS)
+            and not _is_rerank(t.get("protocol")) else t
+            for t in tables]
 
 
 def sort_metric(track: str, protocol: str | None = None) -> str:
@@ -82,16 +202,17 @@ def build_tables(results_dir: str | os.PathLike, test: str = TEST
         groups[key].append((path, record))
     tables, notes = [], []
     for (dataset, protocol, track), members in sorted(groups.items()):
-        # the table's split is the one most records share (ties: lexicographically first)
-        counts: dict[str, int] = defaultdict(int)
-        for _, r in members:
-            counts[r["split"]["fingerprint"]] += 1
-        fingerprint = sorted(counts, key=lambda f: (-counts[f], f))[0]
+        # the table's split and data: the (track fingerprint, data set checksum) most
+        # records share (ties: lexicographically first)
+        fingerprint, checksum = _most_common([_split_key(r) for _, r in members])
         rows, vectors, kept = [], {}, []
         for path, r in members:
-            if r["split"]["fingerprint"] != fingerprint:
-                notes.append(f"{path}: split fingerprint {r['split']['fingerprint'][:12]} differs "
-                             f"from the table's {fingerprint[:12]}; left out")
+            if _split_key(r) != (fingerprint, checksum):
+                what = ("split fingerprint", r["split"]["fingerprint"], fingerprint)
+                if r["split"]["fingerprint"] == fingerprint:
+                    what = ("data set checksum", str(_split_key(r)[1]), str(checksum))
+                notes.append(f"{path}: {what[0]} {what[1][:12]} differs from the table's "
+                             f"{what[2][:12]}; left out")
                 continue
             name = r["method"]["name"]
             if name in vectors:
@@ -99,6 +220,7 @@ def build_tables(results_dir: str | os.PathLike, test: str = TEST
                 continue
             vectors[name] = r.get("per_user", {})
             kept.append((path, r))
+            users = _rating_users(r)
             rows.append(
                 {
                     "method": name,
@@ -109,26 +231,28 @@ def build_tables(results_dir: str | os.PathLike, test: str = TEST
                     "metrics": r["metrics"],
                     "intervals": r["intervals"],
                     "list_metrics": r.get("list_metrics", {}),
-                    "n_users_evaluated": r["n_users_evaluated"],
+                    "n_users_evaluated": r.get("n_users_evaluated", r.get("n_users")),
                     "significance": {},
+                    **({"users": users} if users else {}),
                 }
             )
         _add_significance(rows, vectors, test)
         seed = _table_seed(kept, notes)
-        key = sort_metric(track, protocol)
+        ratings = bool(rows) and all("users" in row for row in rows)
+        key = RATING_SORT_METRIC if ratings else sort_metric(track, protocol)
         rows.sort(key=lambda row: (-row["metrics"].get(key, 0.0), row["method"]))
         first = members[0][1]
         tables.append(
             {
                 "dataset": dataset,
-                "dataset_checksum": first["dataset"].get("files_sha256"),
+                "dataset_checksum": checksum,
                 "protocol": protocol,
                 "track": track,
                 "split_fingerprint": fingerprint,
                 "gembench_version": __version__,
                 "interval_method": first.get("interval_method"),
                 "significance_test": significance_note(test),
-                "metrics": list(table_metrics(track, protocol)),
+                "metrics": list(RATING_METRICS if ratings else table_metrics(track, protocol)),
                 "sort_metric": key,
                 "rows": rows,
                 "seed": seed,
@@ -164,11 +288,57 @@ def _table_seed(kept: list[tuple[Path, dict[str, Any]]], notes: list[str]) -> in
     return seed
 
 
-#: rows shown for reference (the synthetic truth), left out of "best" and of the tests
-REFERENCE_METHODS = frozenset({"oracle", "oracle-direction"})
+#: rows shown for reference (the synthetic truth; the rerank control), left out of "best"
+#: and of the tests
+REFERENCE_METHODS = frozenset({"oracle", "oracle-direction", "reversed-first-stage"})
+
+
+def _rerank_note(table: dict[str, Any]) -> str:
+    """What a rerank table's columns mean; for the inserted protocol, its bias."""
+    protocol = str(table["protocol"])
+    hit_key, hit, n_users = None, None, None
+    for row in table["rows"]:
+        for key, value in row["metrics"].items():
+            if key.startswith("first_stage_hit@"):
+                hit_key = key
+                hit = value.get("mean") if isinstance(value, dict) else value
+                n_users = row.get("n_users_evaluated")
+                break
+        if hit_key:
+            break
+    if hit_key is None:
+        return ("Rerank records without first_stage_hit (written before the conditional "
+                "view): read them with docs/rerank.md. ")
+    users = (f"{round(hit * n_users)} of the {n_users} test users" if n_users
+             else "the test users")
+    cond = (f"cond_ columns (no significance marks): over the {users} whose first-stage "
+            f"top {hit_key.partition('@')[2]} holds a held-out item ({hit_key} = {hit:.4f}). ")
+    methods = {r["method"] for r in table["rows"]}
+    control = ("reversed-first-stage (minus the first stage's scores) is a control, left "
+               "out of the comparison. " if "reversed-first-stage" in methods else "")
+    if protocol.startswith("rerank-inserted-"):
+        oracle = ("oracle (the synthetic truth) is shown for reference; it is no ceiling "
+                  "on these lists. " if "oracle" in methods else "")
+        top = "rerank-" + protocol.removeprefix("rerank-inserted-")
+        return _latex_escape(
+            "Inserted protocol (ImageGem's): the held-out positive is inserted among the "
+            "first stage's top negatives; for every user the first stage missed, each "
+            "negative is an item it ranked above the positive. Biased: reversing the first "
+            "stage's order wins (see reversed-first-stage), so the headline columns do not "
+            f"rank rerankers; the cond_ users' lists are those of {top}. "
+            + cond + oracle + control
+            + "See docs/rerank.md. ")
+    oracle = ("oracle (the synthetic truth) is shown for reference, left out of the "
+              "comparison. " if "oracle" in methods else "")
+    return _latex_escape(
+        "Candidates: the first stage's own top-N (training items masked, nothing inserted); "
+        "recall@k, ndcg@k, mrr@k: over all test users, a user whose held-out item the first "
+        "stage missed scores 0; " + cond + oracle + control)
 
 
 def _reference_note(table: dict[str, Any]) -> str:
+    if _is_rerank(table.get("protocol")):
+        return _rerank_note(table)
     shown = sorted({r["method"] for r in table["rows"]} & REFERENCE_METHODS)
     if not shown:
         return ""
@@ -223,7 +393,8 @@ def to_markdown(table: dict[str, Any], metrics: tuple[str, ...] | None = None) -
     """One table as Markdown, with intervals, significance marks and provenance."""
     metrics = tuple(metrics or table.get("metrics")
                     or table_metrics(table["track"], table["protocol"]))
-    header = ["method", *metrics, "users"]
+    rating = any("users" in row for row in table["rows"])
+    header = ["method", *metrics, "users", *(["excluded", "constant scores"] if rating else [])]
     lines = [
         f"## {table['track']} — {table['dataset']} ({table['protocol']} split)",
         "",
@@ -232,6 +403,10 @@ def to_markdown(table: dict[str, Any], metrics: tuple[str, ...] | None = None) -
     ]
     for row in table["rows"]:
         cells = [row["method"], *(_cell(row, m) for m in metrics), str(row["n_users_evaluated"])]
+        if rating:
+            u = row.get("users")
+            cells[-1:] = ([f"{u['n_users_scored']} of {u['n_users']}", str(u["n_users_excluded"]),
+                           str(u["n_users_constant_score"])] if u else [cells[-1], "–", "–"])
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
@@ -240,6 +415,7 @@ def to_markdown(table: dict[str, Any], metrics: tuple[str, ...] | None = None) -
         f"Bold: best per metric; {DAGGER}: not significantly different from the best "
         f"({table.get('significance_test', significance_note())}). "
         + _reference_note(table).replace("\\_", "_").rstrip(),
+        *([_users_note(table)] if rating else []),
         provenance(table),
         "",
     ]
@@ -715,7 +891,8 @@ def to_html(tables: list[dict[str, Any]], metrics: tuple[str, ...] | None = None
             f'({html.escape(str(t["interval_method"]))}). Click a header to sort. '
             f'Bold: best per metric; {DAGGER}: not significantly different from the best '
             f'({html.escape(t.get("significance_test", significance_note()))}). '
-            f'{html.escape(_reference_note(t).replace(chr(92) + "_", "_"))}<br>'
+            f'{html.escape(_reference_note(t).replace(chr(92) + "_", "_"))}'
+            f'{html.escape(" " + _users_note(t)) if _users_note(t) else ""}<br>'
             f'{html.escape(provenance(t))}</p>\n{_svg_plot(t)}\n</section>')
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
@@ -913,28 +1090,47 @@ def curve_markdown(curve: dict[str, Any]) -> str:
 
 @overload
 def write_leaderboards(results_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
-                       with_seeds: Literal[False] = False
+                       with_seeds: Literal[False] = False,
+                       metrics: list[str] | tuple[str, ...] | None = None,
+                       track: str | None = None
                        ) -> tuple[list[Path], list[dict[str, Any]], list[str]]: ...
 
 
 @overload
 def write_leaderboards(results_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
-                       with_seeds: Literal[True]
+                       with_seeds: Literal[True],
+                       metrics: list[str] | tuple[str, ...] | None = None,
+                       track: str | None = None
                        ) -> tuple[list[Path], list[dict[str, Any]], list[str],
                                   list[dict[str, Any]]]: ...
 
 
 def write_leaderboards(results_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
-                       with_seeds: bool = False) -> tuple:
+                       with_seeds: bool = False,
+                       metrics: list[str] | tuple[str, ...] | None = None,
+                       track: str | None = None) -> tuple:
     """Rebuild every table under ``out_dir`` (and ``index.html``) from ``results_dir``.
 
     Returns (files, per-seed tables, notes); with ``with_seeds`` also the seed tables
     (:func:`build_seed_tables`), written to ``<dataset>/<protocol>/<track>-seeds.{md,json}``.
     A seed-0-only results folder gives the same files as before seeds existed: no
-    ``-seeds`` files and no ``seed`` key in the tables' JSON.
+    ``-seeds`` files and no ``seed`` key in the tables' JSON. ``metrics`` (checked by
+    :func:`check_columns`) are the columns of the full-ranking tables (of ``track`` only,
+    when given) instead of their defaults (:func:`with_columns`).
     """
+    if metrics:
+        metrics = check_columns(metrics, track)
+    if not Path(results_dir).is_dir():
+        raise DataError("the results folder does not exist; no leaderboard was written",
+                        path=str(results_dir),
+                        rule="leaderboards are rebuilt from existing records")
     tables, notes = build_tables(results_dir)
-    seed_tables = build_seed_tables(tables)
+    if not tables:  # never replace a board by an empty one
+        raise DataError("no result records here: nothing to build a leaderboard from, so the "
+                        f"boards under {out_dir} are left as they are", path=str(results_dir),
+                        rule="a leaderboard is built from at least one record")
+    tables = with_columns(tables, metrics, track)
+    seed_tables = with_columns(build_seed_tables(tables), metrics, track)
     written = []
     for table in tables:
         folder = Path(out_dir) / table["dataset"] / table["protocol"]
@@ -978,14 +1174,31 @@ def select_tables(tables: list[dict[str, Any]], track: str | None = None,
             and (protocol is None or t["protocol"] == protocol)]
 
 
+def _split_key(record: dict[str, Any]) -> tuple[str, str | None]:
+    """What a record's numbers are comparable by: (its split's track fingerprint, its data
+    set's checksum, ``dataset.files_sha256``)."""
+    return (str(record["split"]["fingerprint"]), record["dataset"].get("files_sha256"))
+
+
+def _most_common(keys: list[tuple[str, str | None]]) -> tuple[str, str | None]:
+    counts: dict[tuple[str, str | None], int] = defaultdict(int)
+    for key in keys:
+        counts[key] += 1
+    return sorted(counts, key=lambda k: (-counts[k], k[0], str(k[1])))[0]
+
+
+def table_split(results_dir: str | os.PathLike, dataset: str, protocol: str, track: str
+                ) -> tuple[str, str | None] | None:
+    """(track fingerprint, data set checksum) of the existing table for (dataset, protocol,
+    track), if any: the pair most of its records share, as :func:`build_tables` picks it."""
+    keys = [_split_key(r) for _, r in load_records(results_dir)
+            if (r["dataset"]["name"], r["split"]["protocol"], r["track"]) == (dataset, protocol,
+                                                                               track)]
+    return _most_common(keys) if keys else None
+
+
 def table_fingerprint(results_dir: str | os.PathLike, dataset: str, protocol: str,
                       track: str) -> str | None:
     """The split fingerprint of the existing table for (dataset, protocol, track), if any."""
-    counts: dict[str, int] = defaultdict(int)
-    for _, r in load_records(results_dir):
-        if (r["dataset"]["name"], r["split"]["protocol"], r["track"]) == (dataset, protocol,
-                                                                           track):
-            counts[r["split"]["fingerprint"]] += 1
-    if not counts:
-        return None
-    return sorted(counts, key=lambda f: (-counts[f], f))[0]
+    key = table_split(results_dir, dataset, protocol, track)
+    return None if key is None else key[0]

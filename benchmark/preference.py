@@ -32,6 +32,7 @@ from benchmark.errors import DataError
 from benchmark.metrics import auc, pairwise_accuracy
 from benchmark.protocols import SideInfo
 from benchmark.results import N_BOOTSTRAP, make_record, record_path, seeded_protocol, write_record
+from benchmark.views import preference_view, side_for
 
 TRACK = "preference"
 PARTS = ("train", "valid", "test")
@@ -389,9 +390,12 @@ def evaluate_preference(
     ``per_user`` (DataFrame), ``tie_threshold``, ``record`` and ``path`` (when
     ``results_dir`` is given, the record is written there).
     """
-    if side is None:
-        side = SideInfo(dataset=dataset, item_kind="image", seed=seed)
-    dataset = dataset or side.dataset
+    if side is None:  # the track's view; the truth only for a registered reference row
+        side = side_for(method_name or str(getattr(method, "name", "")), type(method),
+                        SideInfo(view=preference_view(dataset), item_kind="image", seed=seed),
+                        dataset)
+    if dataset is None and isinstance(side.view, Dataset):
+        dataset = side.view
     train = split.few_shot(k, who=who)
     with one_blas_thread():
         t0 = time.perf_counter()
@@ -457,9 +461,14 @@ def evaluate_preference(
             "tie_threshold": tie, "record": record, "path": path}
 
 
-def dataset_info(dataset: Dataset) -> dict[str, Any]:
-    """Name, path and files checksum of a data set, as ranking records carry them."""
-    return {"name": dataset.name, "path": str(Path(dataset.path).resolve()),
+def dataset_info(dataset: Dataset, absolute: bool = False) -> dict[str, Any]:
+    """Name, path and files checksum of a data set, as ranking records carry them.
+
+    The path is as given (``data/synthetic-small``: the same on every clone) unless
+    ``absolute`` (a saved judge finds its data set from anywhere).
+    """
+    path = Path(dataset.path).resolve() if absolute else Path(dataset.path)
+    return {"name": dataset.name, "path": str(path),
             "files_sha256": hashlib.sha256(json.dumps(dataset.meta.get("files", {}),
                                                       sort_keys=True).encode()).hexdigest()}
 
@@ -502,7 +511,7 @@ def run_preference(
     if not dataset.has_table("preferences"):
         return [], [(TRACK, "*", "the data set has no preferences table")]
     split = prepare_preference_split(dataset, data_dir, seed=seed)
-    side = SideInfo(dataset=dataset, item_kind="image", seed=seed)
+    side = SideInfo(view=preference_view(dataset), item_kind="image", seed=seed)
     names = methods or [n for n, spec in METHODS.items() if spec.runs_by_default(TRACK)]
     written, skipped = [], []
     for name in names:
@@ -511,7 +520,9 @@ def run_preference(
         for k in ks:
             method = cls(seed=seed) if takes_seed else cls()
             try:
-                out = evaluate_preference(method, split, k, side=side, dataset=dataset,
+                out = evaluate_preference(method, split, k,
+                                          side=side_for(display, cls, side, dataset),
+                                          dataset=dataset,
                                           method_name=display, results_dir=results_dir,
                                           seed=seed, n_boot=n_boot)
             except NotApplicable as e:

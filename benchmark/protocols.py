@@ -10,14 +10,16 @@ method never needs to.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from benchmark.data.store import Dataset
+if TYPE_CHECKING:
+    from benchmark.data.store import Dataset
+    from benchmark.views import TrainingView
 
 
 @dataclass
@@ -75,14 +77,33 @@ class InteractionData:
         return cls(user_ids, item_ids, matrix, frame, item_kind)
 
 
-@dataclass
 class SideInfo:
-    """What a method may use beyond the interactions: the data set (content, truth)."""
+    """What a method may use beyond its training rows: its track's training view.
 
-    dataset: Dataset | None
-    item_kind: str
-    seed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    The harness hands every method a :class:`benchmark.views.TrainingView` (``view``):
+    static content plus the visible per-user rows, never the data set folder, and the
+    synthetic truth only for registered reference rows. ``dataset`` is the same object
+    under the name methods used before views (read it like a data set). ``extra`` carries
+    run options (``images``: a folder of image files; hand-made arrays in tests).
+    """
+
+    def __init__(self, view: TrainingView | Dataset | None = None, item_kind: str = "lora",
+                 seed: int = 0, extra: dict[str, Any] | None = None, *,
+                 dataset: TrainingView | Dataset | None = None) -> None:
+        if view is not None and dataset is not None:
+            raise TypeError("give view or dataset (the same thing), not both")
+        self.view = view if view is not None else dataset
+        self.item_kind = item_kind
+        self.seed = seed
+        self.extra = dict(extra) if extra else {}
+
+    @property
+    def dataset(self) -> TrainingView | Dataset | None:
+        return self.view
+
+    def __repr__(self) -> str:
+        return (f"SideInfo(view={self.view!r}, item_kind={self.item_kind!r}, seed={self.seed},"
+                f" extra={sorted(self.extra)})")
 
 
 class RankingMethod:

@@ -4,8 +4,15 @@ A ratings table is ``user_id, image_id, rating`` (schema table ``ratings``). A m
 the preference protocol (docs/DESIGN.md): ``fit(train, side) -> self`` and
 ``score(user_ids, image_ids) -> float32[n]``; here its scores are compared with each user's
 ratings by rank (Spearman, SROCC) and linearly (Pearson, PLCC), per user, then averaged over
-users, as PAMELA reports them. Seen and unseen (held-out) users are reported separately, each
-with a 95% bootstrap interval over users.
+users, as PAMELA reports them, together with pairwise accuracy over differently rated pairs.
+Seen and unseen (held-out) users are reported separately, each with a 95% bootstrap interval
+over users.
+
+Every user is counted: a user with >= 2 test ratings that are not all equal is scored by all
+three metrics, and one whose scores are constant gets Spearman = Pearson = 0 and pair accuracy
+0.5 (the tie rule), never dropped (dropping them let a method that is constant on the hard
+users report the accuracy of the easy ones). A user with < 2 test ratings or constant test
+ratings has no order to predict: excluded from all three, and counted by reason in the record.
 
 :class:`RatingSplit` mirrors :class:`benchmark.preference.PreferenceSplit`: per-user
 train / valid / test rows, a seeded share of held-out users reachable only through
@@ -53,8 +60,12 @@ RATING_COLUMNS = ["user_id", "image_id", "rating"]
 #: "unseen" (the user is held out)
 RATING_PART_COLUMNS = [*RATING_COLUMNS, "order", "unseen"]
 PARTS = ("train", "valid", "test")
-#: why a user has no correlation
-EXCLUDE_REASONS = ("fewer_than_2", "constant_rating", "constant_score")
+#: why a user gets no rating metric at all: fewer than 2 test ratings, or all test ratings
+#: equal (no order to predict: correlation undefined, no pair of differently rated images)
+EXCLUDE_REASONS = ("fewer_than_2", "constant_rating")
+#: Spearman / Pearson of a user whose scores are constant (ratings not): the method predicts
+#: no association, so it is scored as no association (pair accuracy: 0.5, the tie rule)
+CONSTANT_SCORE_CORRELATION = 0.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -63,25 +74,42 @@ EXCLUDE_REASONS = ("fewer_than_2", "constant_rating", "constant_score")
 
 @dataclass(frozen=True)
 class PerUserCorrelation:
-    """Correlation of each included user, and how many users were excluded and why.
+    """Correlation of each scored user, and how many users were excluded and why.
 
-    ``user_ids`` / ``values`` / ``n`` list the included users (sorted by id); ``excluded``
-    counts the others by reason (:data:`EXCLUDE_REASONS`, first matching reason wins).
+    ``user_ids`` / ``values`` / ``n`` / ``constant_score`` list the scored users (sorted by
+    id): every user with >= 2 rows and ratings that are not all equal. A scored user whose
+    scores are all equal has value :data:`CONSTANT_SCORE_CORRELATION` (0) and
+    ``constant_score`` True. ``excluded`` counts the other users by reason
+    (:data:`EXCLUDE_REASONS`, first matching reason wins).
     """
 
     user_ids: np.ndarray
     values: np.ndarray
     n: np.ndarray
     excluded: dict[str, int]
+    constant_score: np.ndarray
 
     @property
     def mean(self) -> float:
-        """Mean over included users; nan when none is."""
+        """Mean over scored users (constant-score users count as 0); nan when none is."""
         return float(self.values.mean()) if len(self.values) else float("nan")
 
     @property
     def n_excluded(self) -> int:
         return int(sum(self.excluded.values()))
+
+    @property
+    def n_scored(self) -> int:
+        return int(len(self.values))
+
+    @property
+    def n_users(self) -> int:
+        """Every user given, scored or excluded."""
+        return self.n_scored + self.n_excluded
+
+    @property
+    def n_constant_score(self) -> int:
+        return int(self.constant_score.sum())
 
 
 def _codes(user_ids: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -105,40 +133,63 @@ def _check(user_ids: Any, y_true: Any, y_score: Any) -> tuple[np.ndarray, np.nda
 
 def _grouped_pearson(codes: np.ndarray, n_groups: int, x: np.ndarray, y: np.ndarray,
                      uniq: np.ndarray) -> PerUserCorrelation:
-    """Pearson r per group through bincount sums; exclusions decided on exact min == max."""
-    n = np.bincount(codes, minlength=n_groups).astype(np.float64)
-    mx = np.bincount(codes, weights=x, minlength=n_groups) / np.maximum(n, 1)
-    my = np.bincount(codes, weights=y, minlength=n_groups) / np.maximum(n, 1)
-    dx, dy = x - mx[codes], y - my[codes]
-    sxy = np.bincount(codes, weights=dx * dy, minlength=n_groups)
-    sxx = np.bincount(codes, weights=dx * dx, minlength=n_groups)
-    syy = np.bincount(codes, weights=dy * dy, minlength=n_groups)
+    """Pearson r per group through bincount sums (x: ratings, y: scores).
 
-    def constant(v: np.ndarray) -> np.ndarray:
+    Exclusion (n < 2, constant x) and the constant-y convention are decided on exact
+    ``min == max``. r is scale-free, so each group's values are first divided by a power of
+    two near their largest magnitude (exact; the sums cannot overflow) and their deviations
+    by the largest deviation, so any non-constant group has ``sum dx^2 >= 1`` (no 0/0). The
+    deviations are centred twice (a corrected two-pass mean), so scores that differ only in
+    their last digits keep their r.
+    """
+    n = np.bincount(codes, minlength=n_groups).astype(np.float64)
+
+    def deviations(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         lo = np.full(n_groups, np.inf)
         hi = np.full(n_groups, -np.inf)
         np.minimum.at(lo, codes, v)
         np.maximum.at(hi, codes, v)
-        return lo == hi
+        constant = lo == hi
+        # divide by a power of two near the group's largest |v| (exact): sums cannot overflow
+        _, exponent = np.frexp(np.maximum(np.abs(lo), np.abs(hi)))
+        v = np.ldexp(v, -exponent[codes])
+        mean = np.bincount(codes, weights=v, minlength=n_groups) / np.maximum(n, 1)
+        d = v - mean[codes]
+        # second pass: subtract the mean of the deviations (the float mean's rounding error)
+        d -= (np.bincount(codes, weights=d, minlength=n_groups) / np.maximum(n, 1))[codes]
+        scale = np.zeros(n_groups)
+        np.maximum.at(scale, codes, np.abs(d))
+        scale[constant | (scale == 0)] = 1.0
+        return d / scale[codes], constant
 
+    dx, const_x = deviations(x)
+    dy, const_y = deviations(y)
+    sxy = np.bincount(codes, weights=dx * dy, minlength=n_groups)
+    sxx = np.bincount(codes, weights=dx * dx, minlength=n_groups)
+    syy = np.bincount(codes, weights=dy * dy, minlength=n_groups)
     few = n < 2
-    const_true = ~few & constant(x)
-    const_score = ~few & ~const_true & constant(y)
-    keep = ~(few | const_true | const_score)
-    r = np.clip(sxy[keep] / np.sqrt(sxx[keep] * syy[keep]), -1.0, 1.0)
+    const_true = ~few & const_x
+    keep = ~(few | const_true)
+    const_score = keep & const_y
+    r = np.full(n_groups, CONSTANT_SCORE_CORRELATION)
+    ok = keep & ~const_score & (sxx * syy > 0)  # > 0 whenever not constant (see above)
+    r[ok] = np.clip(sxy[ok] / np.sqrt(sxx[ok] * syy[ok]), -1.0, 1.0)
     return PerUserCorrelation(
-        user_ids=uniq[keep], values=r, n=n[keep].astype(np.int64),
-        excluded={"fewer_than_2": int(few.sum()), "constant_rating": int(const_true.sum()),
-                  "constant_score": int(const_score.sum())})
+        user_ids=uniq[keep], values=r[keep], n=n[keep].astype(np.int64),
+        excluded={"fewer_than_2": int(few.sum()), "constant_rating": int(const_true.sum())},
+        constant_score=const_score[keep])
 
 
 def pearson_per_user(user_ids: Any, y_true: Any, y_score: Any) -> PerUserCorrelation:
     """Pearson correlation (PLCC) of scores with ratings, one per user.
 
     For user u with rows i = 1..n_u: ``r_u = sum_i (t_i - t̄)(s_i - s̄) /
-    sqrt(sum_i (t_i - t̄)^2 · sum_i (s_i - s̄)^2)``. Users with n_u < 2, constant ratings or
-    constant scores have no r and are excluded (counted in ``excluded``). The reported figure
-    is the mean over included users (:attr:`PerUserCorrelation.mean`).
+    sqrt(sum_i (t_i - t̄)^2 · sum_i (s_i - s̄)^2)``. Every user with n_u >= 2 and ratings not
+    all equal is scored; if their scores are all equal (``s_i = s̄``: the formula is 0/0) then
+    ``r_u = 0`` (:data:`CONSTANT_SCORE_CORRELATION`: no linear association is predicted) and
+    the user is flagged ``constant_score``. Users with n_u < 2 or constant ratings have no
+    order to predict: excluded and counted by reason in ``excluded``. The reported figure is
+    ``(1/|U|) sum_{u in U} r_u`` over the scored users U (:attr:`PerUserCorrelation.mean`).
     """
     u, t, s = _check(user_ids, y_true, y_score)
     codes, uniq = _codes(u)
@@ -156,7 +207,10 @@ def spearman_per_user(user_ids: Any, y_true: Any, y_score: Any) -> PerUserCorrel
 
     ``rho_u = Pearson(rank(t), rank(s))`` over the user's rows, ranks averaged over ties
     (equal to ``1 - 6 sum d_i^2 / (n (n^2 - 1))`` when there are no ties; the tie-corrected
-    form otherwise, as ``scipy.stats.spearmanr``). Exclusions as :func:`pearson_per_user`.
+    form otherwise, as ``scipy.stats.spearmanr``). Partly tied scores are ranked that way
+    too (defined whenever not all scores are equal). All scores equal: ``rho_u = 0``; users
+    with n_u < 2 or constant ratings excluded; both as :func:`pearson_per_user` (a rank is
+    constant exactly when the value is).
     """
     u, t, s = _check(user_ids, y_true, y_score)
     codes, uniq = _codes(u)
@@ -169,16 +223,25 @@ def pair_accuracy_per_user(user_ids: Any, y_true: Any, y_score: Any,
                            ) -> pd.DataFrame:
     """Per-user pairwise accuracy over the user's pairs of differently rated images.
 
-    ``acc_u = mean over pairs (i, j) with t_i != t_j of credit``, credit = 1 when
-    ``sign(s_i - s_j) = sign(t_i - t_j)``, 0.5 when ``s_i = s_j``, 0 otherwise. Columns
-    ``user_id, pair_accuracy, n_pairs`` (users without such a pair are absent).
+    ``acc_u = (1/|P_u|) sum_{(i, j) in P_u} credit_ij`` over P_u, the user's pairs with
+    ``t_i != t_j`` (pairs of equal ratings are dropped, as ``ratings_to_pairs(ties="drop")``
+    drops them for training; at most ``max_pairs_per_user`` of them, a seeded sample), with
+    :func:`benchmark.metrics.pairwise_accuracy`'s tie rule at threshold 0: credit 1 when
+    ``sign(s_i - s_j) = sign(t_i - t_j)``, 0.5 when ``s_i = s_j``, 0 otherwise. A user with
+    constant scores therefore gets exactly 0.5. Columns ``user_id, pair_accuracy, n_pairs``;
+    users without such a pair (n_u < 2 or constant ratings: exactly the users
+    :func:`spearman_per_user` excludes) are absent.
     """
+    if max_pairs_per_user is not None and max_pairs_per_user < 1:
+        raise ValueError(f"max_pairs_per_user must be >= 1 or None, got {max_pairs_per_user}")
     u, t, s = _check(user_ids, y_true, y_score)
     frame = pd.DataFrame({"user_id": u, "image_id": np.arange(len(u)), "rating": t})
     pairs = ratings_to_pairs(frame, ties="drop", max_pairs_per_user=max_pairs_per_user,
                              seed=seed)
     if len(pairs) == 0:
-        return pd.DataFrame({"user_id": [], "pair_accuracy": [], "n_pairs": []})
+        return pd.DataFrame({"user_id": np.array([], dtype=object),
+                             "pair_accuracy": np.array([], dtype=np.float64),
+                             "n_pairs": np.array([], dtype=np.int64)})
     a = pairs["image_a"].to_numpy(np.int64)
     b = pairs["image_b"].to_numpy(np.int64)
     credit = pairwise_accuracy(s[a], s[b], pairs["label"].to_numpy(float), 0.0)
@@ -408,17 +471,28 @@ def _score(method: PreferenceMethod, frame: pd.DataFrame) -> np.ndarray:
 
 
 def _rating_metrics(users: np.ndarray, t: np.ndarray, s: np.ndarray, max_pairs: int | None,
-                    seed: int) -> tuple[dict[str, float], pd.DataFrame, dict[str, int]]:
+                    seed: int) -> tuple[dict[str, float], pd.DataFrame, dict[str, Any]]:
+    """The three metrics over one group of users, the per-user frame and the user counts.
+
+    The three metrics score the same users (n >= 2 ratings, not all equal), so one
+    ``n_users_scored`` holds for all of them.
+    """
     sp = spearman_per_user(users, t, s)
     pe = pearson_per_user(users, t, s)
     acc = pair_accuracy_per_user(users, t, s, max_pairs, seed)
     per_user = pd.DataFrame({"user_id": sp.user_ids, "spearman": sp.values,
-                             "pearson": pe.values, "n_ratings": sp.n})
+                             "pearson": pe.values, "n_ratings": sp.n,
+                             "constant_score": sp.constant_score})
     per_user = per_user.merge(acc, on="user_id", how="left")
+    if len(acc) != len(per_user) or per_user["pair_accuracy"].isna().any():
+        raise RuntimeError("pair accuracy and correlations scored different users")
     metrics = {"spearman": sp.mean, "pearson": pe.mean,
                "pair_accuracy": float(per_user["pair_accuracy"].mean())
                if len(per_user) else float("nan")}
-    return metrics, per_user, sp.excluded
+    counts = {"n_users": sp.n_users, "n_users_scored": sp.n_scored,
+              "n_users_excluded": sp.n_excluded, "excluded": dict(sp.excluded),
+              "n_users_constant_score": sp.n_constant_score}
+    return metrics, per_user, counts
 
 
 def evaluate_ratings(
@@ -444,15 +518,27 @@ def evaluate_ratings(
     of a per-user value, for all / ``_seen`` / ``_unseen`` users with a 95% bootstrap
     interval over users: ``spearman`` (SROCC), ``pearson`` (PLCC), ``pair_accuracy``
     (:func:`pair_accuracy_per_user`, at most ``max_pairs_per_user`` seeded pairs per user).
-    Users with < 2 test ratings or constant ratings/scores are excluded and counted
-    (``excluded_*`` in the record). Returns ``metrics``, ``intervals``, ``per_user``,
-    ``excluded``, ``record`` and ``path``.
+
+    Every user with >= 2 test ratings that are not all equal is scored by all three metrics;
+    a user the method gives constant scores counts as Spearman = Pearson = 0 and pair
+    accuracy 0.5 (flagged ``constant_score``). Users with < 2 test ratings or constant test
+    ratings have no order to predict: excluded, and counted by reason. The record carries
+    ``n_users`` (users with test ratings), ``n_users_scored`` (= ``n_users_evaluated``, the
+    same for every metric), ``n_users_excluded`` and ``n_users_excluded_<reason>``,
+    ``n_users_constant_score``, and per group (all / seen / unseen) ``user_counts`` and
+    ``excluded_users``. Returns ``metrics``, ``intervals``, ``per_user``, ``excluded``
+    (group -> reason -> count), ``user_counts``, ``record`` and ``path``.
     """
     if fit_on not in ("pairs", "ratings"):
         raise ValueError(f"fit_on must be 'pairs' or 'ratings', got {fit_on!r}")
     if side is None:
-        side = SideInfo(dataset=dataset, item_kind="image", seed=seed)
-    dataset = dataset or side.dataset
+        from benchmark.views import preference_view, side_for
+
+        side = side_for(method_name or str(getattr(method, "name", "")), type(method),
+                        SideInfo(view=preference_view(dataset), item_kind="image", seed=seed),
+                        dataset)
+    if dataset is None and isinstance(side.view, Dataset):
+        dataset = side.view
     train_ratings = split.few_shot(k, who=who)
     side.extra["train_ratings"] = train_ratings
     train = (ratings_to_pairs(train_ratings, ties="drop", seed=seed,
@@ -470,15 +556,15 @@ def evaluate_ratings(
     unseen = test["unseen"].to_numpy(bool)
     metrics: dict[str, float] = {}
     intervals: dict[str, list[float]] = {}
-    excluded: dict[str, dict[str, int]] = {}
+    user_counts: dict[str, dict[str, Any]] = {}
     per_user_parts = []
     for suffix, mask in (("_seen", ~unseen), ("_unseen", unseen), ("", None)):
         m = np.ones(len(test), bool) if mask is None else mask
         if not m.any():
             continue
-        values, per_user, excl = _rating_metrics(users[m], truth[m], scores[m],
-                                                 max_pairs_per_user, seed)
-        excluded[suffix.lstrip("_") or "all"] = excl
+        values, per_user, group_counts = _rating_metrics(users[m], truth[m], scores[m],
+                                                         max_pairs_per_user, seed)
+        user_counts[suffix.lstrip("_") or "all"] = group_counts
         for name, v in values.items():
             metrics[name + suffix] = v
             col = per_user[name].to_numpy(float)
@@ -489,7 +575,12 @@ def evaluate_ratings(
     per_user = (pd.concat(per_user_parts, ignore_index=True).sort_values("user_id")
                 .reset_index(drop=True) if per_user_parts else
                 pd.DataFrame(columns=["user_id", "spearman", "pearson", "n_ratings",
-                                      "pair_accuracy", "n_pairs", "unseen"]))
+                                      "constant_score", "pair_accuracy", "n_pairs", "unseen"]))
+    excluded = {g: c["excluded"] for g, c in user_counts.items()}
+    every = user_counts.get("all", {"n_users": 0, "n_users_scored": 0, "n_users_excluded": 0,
+                                    "excluded": dict.fromkeys(EXCLUDE_REASONS, 0),
+                                    "n_users_constant_score": 0})
+    unseen_counts = user_counts.get("unseen", {"n_users": 0, "n_users_scored": 0})
     name = method_name or str(getattr(method, "name", type(method).__name__))
     params = method.get_params() if hasattr(method, "get_params") else {}
     record = make_record(
@@ -504,21 +595,27 @@ def evaluate_ratings(
         summary={m: v for m, v in metrics.items() if np.isfinite(v)},
         per_user={c: per_user[c].to_numpy(float) for c in ("spearman", "pearson")},
         user_ids=per_user["user_id"].tolist(),
-        counts={"n_users": int(len(per_user)),
-                "n_users_unseen": int(per_user["unseen"].astype(bool).sum()),
-                "n_ratings_train": int(len(train_ratings)), "n_ratings_test": int(len(test)),
-                "n_users_excluded": int(sum(excluded.get("all", {}).values()))},
+        counts={"n_users": every["n_users"], "n_users_scored": every["n_users_scored"],
+                "n_users_evaluated": every["n_users_scored"],
+                "n_users_excluded": every["n_users_excluded"],
+                **{f"n_users_excluded_{reason}": n for reason, n in every["excluded"].items()},
+                "n_users_constant_score": every["n_users_constant_score"],
+                "n_users_unseen": unseen_counts["n_users"],
+                "n_users_scored_unseen": unseen_counts["n_users_scored"],
+                "n_ratings_train": int(len(train_ratings)), "n_ratings_test": int(len(test))},
         seed=seed,
         timing={"fit": t1 - t0, "score": t2 - t1},
     )
     record["intervals"] = intervals
     record["interval_method"] = (f"percentile bootstrap over users, {n_boot} resamples, 95%")
     record["excluded_users"] = excluded
+    record["user_counts"] = user_counts
     record["per_user"]["pair_accuracy"] = [round(float(v), 8) if np.isfinite(v) else None
                                            for v in per_user["pair_accuracy"].to_numpy(float)]
     record["per_user"]["unseen"] = per_user["unseen"].astype(bool).tolist()
+    record["per_user"]["constant_score"] = per_user["constant_score"].astype(bool).tolist()
     path = None
     if results_dir is not None:
         path = write_record(record, record_path(results_dir, record))
     return {"metrics": metrics, "intervals": intervals, "per_user": per_user,
-            "excluded": excluded, "record": record, "path": path}
+            "excluded": excluded, "user_counts": user_counts, "record": record, "path": path}

@@ -33,6 +33,9 @@ class MethodSpec:
     #: / every protocol); lets a method cheap enough for one track's default run skip others
     default_tracks: tuple[str, ...] | None = None
     default_protocols: tuple[str, ...] | None = None
+    #: a reference row (``oracle``): its training view carries the synthetic truth. Only
+    #: built-ins are references; submitted code never sees the truth (benchmark.views)
+    reference: bool = False
 
     def runs_by_default(self, track: str, protocol: str | None = None) -> bool:
         """Whether `gembench run` without --methods runs it on ``track`` (and ``protocol``)."""
@@ -79,7 +82,8 @@ METHODS: dict[str, MethodSpec] = {
                    "log(1 + CF score) + beta * content score, tuned"),
         MethodSpec("oracle", "baselines.oracle:Oracle", ("lora-rec", "image-rec", "preference"),
                    "the synthetic world's true utility (synthetic data only)",
-                   track_targets=(("preference", "baselines.pref_oracle:PreferenceOracle"),)),
+                   track_targets=(("preference", "baselines.pref_oracle:PreferenceOracle"),),
+                   reference=True),
         # preference track: score(user_ids, image_ids) -> utility; pairs compare scores
         MethodSpec("global-reward", "baselines.pref_global:GlobalReward", ("preference",),
                    "one Bradley-Terry reward head on image embeddings for every user"),
@@ -112,7 +116,10 @@ METHODS: dict[str, MethodSpec] = {
             ("judge-gradient", "baselines.edit_judge:JudgeGradient",
              "trust-region ascent on a fitted preference model of the user"),
             ("oracle-direction", "baselines.edit_oracle:OracleDirection",
-             "the user's true taste direction (synthetic data only)"))),
+             "the user's true taste direction (synthetic data only)"))
+          if name != "oracle-direction"),
+        MethodSpec("oracle-direction", "baselines.edit_oracle:OracleDirection", ("lora-edit",),
+                   "the user's true taste direction (synthetic data only)", reference=True),
         # any RecBole model runs as recbole:<Model>; these four are tested (docs/recbole.md).
         # By default on lora-rec with the leave-last-out split only: their tuned configurations
         # fit make run's time budget there; on image-rec they are opt-in (--methods), and on
@@ -141,16 +148,45 @@ SOURCES: dict[str, str] = {
 }
 
 
+class NameCollision(KeyError):
+    """A submitted method takes a built-in's name (it would overwrite its records)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 def _entry_point_methods() -> dict[str, MethodSpec]:
     found = {}
     for ep in entry_points(group="gembench.methods"):
+        if is_builtin_name(ep.name):
+            raise NameCollision(
+                f"entry point {ep.name!r} ({ep.value}) in group gembench.methods takes a "
+                "built-in method's name; rename the entry point (records are filed by name)")
         found[ep.name] = MethodSpec(ep.name, ep.value, tuple(TRACKS), f"entry point {ep.value}",
                                     default=False)
     return found
 
 
 def all_methods() -> dict[str, MethodSpec]:
-    return {**_entry_point_methods(), **METHODS}
+    return {**METHODS, **_entry_point_methods()}
+
+
+def is_builtin_name(name: str) -> bool:
+    """Whether ``name`` is a built-in method's (records and rows under it are the built-in's)."""
+    return name in METHODS or name.startswith("recbole:")
+
+
+def is_reference(name: str, cls: type) -> bool:
+    """Whether the method ``name`` resolved to ``cls`` is a registered reference row.
+
+    True only for a built-in flagged ``reference`` whose registered class (on any track) is
+    ``cls`` itself: a submitted class never gets the truth, whatever it is called.
+    """
+    spec = METHODS.get(name)
+    if spec is None or not spec.reference:
+        return False
+    targets = {spec.target, *(t for _, t in spec.track_targets)}
+    return f"{cls.__module__}:{cls.__qualname__}" in targets
 
 
 def resolve_method(name: str, track: str | None = None) -> tuple[str, type[RankingMethod]]:
@@ -180,5 +216,19 @@ def resolve_method(name: str, track: str | None = None) -> tuple[str, type[Ranki
         cls = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as e:
         raise KeyError(f"cannot load method {target!r}: {e}") from e
-    display = name if name in methods else getattr(cls, "name", attr)
+    if name in methods:
+        return name, cls
+    display = getattr(cls, "name", attr)
+    if not isinstance(display, str) or not display.strip():
+        display = attr
+    builtin = METHODS.get(display)
+    own = builtin is not None and target in {builtin.target, *(t for _, t in
+                                                             builtin.track_targets)}
+    if (builtin is not None and not own) or (builtin is None and is_builtin_name(display)):
+        raise NameCollision(
+            f"method {target!r} is named {display!r}, a built-in method's name: its records "
+            "would overwrite the built-in's; give the class another `name`")
+    if display in methods and display not in METHODS:  # an entry point's name
+        raise NameCollision(f"method {target!r} is named {display!r}, the name of entry point "
+                            f"{methods[display].target!r}; give the class another `name`")
     return display, cls

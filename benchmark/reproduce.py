@@ -19,6 +19,7 @@ from typing import Any
 from benchmark.data.store import Dataset
 from benchmark.errors import DataError
 from benchmark.results import (
+    evaluated_metrics,
     make_record,
     read_record,
     record_path,
@@ -90,10 +91,10 @@ def reproduce(record_file: str | os.PathLike, data_dir: str | os.PathLike | None
     Returns ``match`` (bool), ``differences`` (at most one line per differing
     field), the new record and where it was written (a temporary folder).
     """
-    from benchmark.protocols import SideInfo
-    from benchmark.runner import prepare_split, run_method, track_data
+    from benchmark.runner import prepare_split, run_method, track_data, track_side
     from benchmark.splits import SplitConfig
     from benchmark.tasks import get_track
+    from benchmark.views import side_for
 
     old = read_record(record_file)
     tmp = Path(tempfile.mkdtemp(prefix="gembench-reproduce-"))
@@ -106,15 +107,19 @@ def reproduce(record_file: str | os.PathLike, data_dir: str | os.PathLike | None
         config["tracks"] = tuple(config["tracks"])
     split = prepare_split(ds, SplitConfig(**config), data, progress=progress)
     differences: list[str] = []
-    if split.fingerprint != old["split"]["fingerprint"]:
-        differences.append(f"split.fingerprint: {old['split']['fingerprint'][:12]} vs "
-                           f"{split.fingerprint[:12]}")
     track = get_track(old["track"])
+    # a record holds its track's fingerprint (written before per-track fingerprints: the
+    # whole split's)
+    got = split.track_fingerprint(old["track"])
+    if old["split"]["fingerprint"] not in (got, split.fingerprint):
+        differences.append(f"split.fingerprint: {old['split']['fingerprint'][:12]} vs "
+                           f"{got[:12]}")
     fit, relevant = track_data(split, track.item_kind, "test")
     method = _method(old)
-    side = SideInfo(dataset=ds, item_kind=track.item_kind, seed=old["seed"])
-    evaluation, timing = run_method(method, fit, relevant, side, track.metrics,
-                                    progress=progress)
+    side = side_for(old["method"]["name"], type(method),
+                    track_side(ds, split, track.item_kind, "test", fit, seed=old["seed"]), ds)
+    evaluation, timing = run_method(method, fit, relevant, side,
+                                    evaluated_metrics(old) or track.metrics, progress=progress)
     new = make_record(
         track=old["track"], dataset=old["dataset"], split=old["split"], method=old["method"],
         summary=evaluation.summary, per_user=evaluation.per_user,

@@ -119,6 +119,23 @@ def make_record(
     }
 
 
+def evaluated_metrics(record: dict[str, Any]) -> tuple[str, ...]:
+    """The ranking metrics (``<name>@<k>``) a ranking record evaluated, from its
+    ``metrics`` keys (``gembench run --metrics``, else its track's defaults at the time):
+    the set a re-run evaluates. Per-user figures such as ``avg_popularity@K`` are left out
+    (the engine adds them)."""
+    from benchmark.metrics import parse_metric
+
+    out = []
+    for name in record.get("metrics", {}):
+        try:
+            parse_metric(name)
+        except ValueError:
+            continue
+        out.append(name)
+    return tuple(out)
+
+
 #: how a seed other than 0 shows in a record's split protocol: ``leave-last-out-seed1``
 SEED_MARK = "-seed"
 
@@ -146,20 +163,72 @@ def record_path(results_dir: str | os.PathLike, record: dict[str, Any]) -> Path:
             / record["track"] / f"{safe}.json")
 
 
-def write_record(record: dict[str, Any], path: str | os.PathLike) -> Path:
+#: what a run measures about the machine it ran on (seconds, memory, library builds): kept
+#: beside the record in ``<method>.run``, so a record's bytes depend only on the data, the
+#: method and the seed, and committed records stay the same when ``make run`` is repeated
+RUN_KEYS = ("timing_s", "peak_memory_mb", "versions")
+RUN_SUFFIX = ".run"
+
+
+def run_info_path(path: str | os.PathLike) -> Path:
     path = Path(path)
-    atomic_write_text(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
+    return path.with_name(path.stem + RUN_SUFFIX)
+
+
+def record_text(record: dict[str, Any]) -> str:
+    """The record as JSON: keys sorted, one line per key, a list of scalars on one line.
+
+    Why: a per-user vector is one line, so a diff of two records names the vectors that
+    changed, and a record is a few times smaller than with one number per line.
+    """
+    return _json_lines(record, 0) + "\n"
+
+
+def _json_lines(value: Any, depth: int) -> str:
+    pad, inner = " " * depth, " " * (depth + 1)
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        items = [f"{inner}{json.dumps(str(k))}: {_json_lines(value[k], depth + 1)}"
+                 for k in sorted(value, key=str)]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(value, (list, tuple)):
+        if all(not isinstance(v, (dict, list, tuple)) for v in value):
+            return json.dumps(list(value))
+        return ("[\n" + ",\n".join(inner + _json_lines(v, depth + 1) for v in value) + "\n"
+                + pad + "]")
+    return json.dumps(value)
+
+
+def write_record(record: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write ``record`` atomically; its run measurements (:data:`RUN_KEYS`) go beside it."""
+    path = Path(path)
+    run = {k: record[k] for k in RUN_KEYS if k in record}
+    body = {k: v for k, v in record.items() if k not in RUN_KEYS}
+    if run:
+        atomic_write_text(run_info_path(path), json.dumps(run, indent=1, sort_keys=True) + "\n")
+    atomic_write_text(path, record_text(body))
     return path
 
 
 def read_record(path: str | os.PathLike) -> dict[str, Any]:
+    """A record, with its run measurements (``<method>.run``) when they are beside it."""
     try:
         record = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise DataError(f"unreadable result record: {e}", path=str(path)) from e
-    if record.get("schema") != RECORD_SCHEMA:
-        raise DataError(f"not a result record (schema {record.get('schema')!r})",
+    if not isinstance(record, dict) or record.get("schema") != RECORD_SCHEMA:
+        schema = record.get("schema") if isinstance(record, dict) else None
+        raise DataError(f"not a result record (schema {schema!r})",
                         path=str(path), rule=f"schema is {RECORD_SCHEMA}")
+    run_file = run_info_path(path)
+    if run_file.is_file():
+        try:
+            run = json.loads(run_file.read_text())
+        except (OSError, json.JSONDecodeError):
+            run = {}
+        if isinstance(run, dict):
+            record.update({k: run[k] for k in RUN_KEYS if k in run})
     return record
 
 

@@ -30,6 +30,7 @@ from benchmark.registry import DATASETS, METHODS, resolve_method
 from benchmark.results import make_record, record_path, seeded_protocol, write_record
 from benchmark.splits import Split, SplitConfig, load_split, make_split
 from benchmark.tasks import get_track
+from benchmark.views import side_for
 
 log = logging.getLogger("gembench")
 
@@ -94,6 +95,24 @@ def track_data(split: Split, item_kind: str, part: str = "test"
     return fit, held_out.matrix
 
 
+def track_side(ds: Dataset, split: Split, item_kind: str, part: str, fit: InteractionData,
+               *, seed: int = 0, extra: dict[str, Any] | None = None) -> SideInfo:
+    """The side information of a ranking track scored on ``part``: its training view.
+
+    Hidden from the view: every interaction of the parts after ``fit`` (test; valid and test
+    when tuning on valid), and with them their images and prompts (benchmark.views).
+    """
+    from benchmark.views import ranking_view
+
+    hidden_parts = ["test"] if part == "test" else ["valid", "test"]
+    frames = [split.part(p, item_kind) for p in hidden_parts]
+    hidden = InteractionData.from_frame(pd.concat(frames, ignore_index=True), fit.user_ids,
+                                        fit.item_ids, item_kind,
+                                        source=str(split.path or "<split>")).matrix
+    view = ranking_view(ds, fit, hidden, visible="train+valid" if part == "test" else "train")
+    return SideInfo(view=view, item_kind=item_kind, seed=seed, extra=extra)
+
+
 def run_method(
     method: RankingMethod,
     fit: InteractionData,
@@ -125,12 +144,17 @@ def plan_runs(
     seed: int,
     data_dir: str | os.PathLike,
     progress: bool = True,
+    metrics: Sequence[str] | None = None,
 ) -> tuple[Dataset, Split, list[tuple[str, list[str], InteractionData, sp.csr_matrix, SideInfo]],
            list[tuple[str, str, str]]]:
     """(data set, split, [(track, method names, fit, relevant, side)], skipped tracks).
 
     The part of a run both engines share: everything before the (track, method) runs.
+    ``metrics`` (None: each track's defaults) is checked against every requested ranking
+    track first (:meth:`benchmark.tasks.RankingTrack.check_metrics`), before any data is
+    built.
     """
+    run_metrics(tracks or ["lora-rec", "image-rec"], metrics)
     ds = resolve_dataset(dataset, data_dir, seed=seed, progress=progress)
     requested = tracks or ["lora-rec", "image-rec"]
     tracks = [t for t in requested if t not in PAIR_TRACKS]
@@ -148,7 +172,7 @@ def plan_runs(
             skipped.append((track_name, "*", "the data set has no interactions for this track"))
             continue
         fit, relevant = track_data(split, track.item_kind, "test")
-        side = SideInfo(dataset=ds, item_kind=track.item_kind, seed=seed)
+        side = track_side(ds, split, track.item_kind, "test", fit, seed=seed)
         names = ([n for n in methods if n not in METHODS or track_name in METHODS[n].tracks]
                  if methods else [n for n, spec in METHODS.items()
                                   if spec.runs_by_default(track_name, protocol)])
@@ -158,6 +182,19 @@ def plan_runs(
 
 #: tracks judged on pairs, not by ranking: they run through their own module
 PAIR_TRACKS = ("preference",)
+
+
+def run_metrics(tracks: Sequence[str], metrics: Sequence[str] | None
+                ) -> dict[str, tuple[str, ...]]:
+    """The metrics each requested ranking track evaluates: ``metrics`` (checked: a known
+    name, a cut-off within the track's ``max_k``) or the track's defaults."""
+    return {name: metrics_of(get_track(name), metrics) for name in tracks
+            if name not in PAIR_TRACKS}
+
+
+def metrics_of(track: Any, metrics: Sequence[str] | None) -> tuple[str, ...]:
+    """``metrics`` checked against ``track`` (a RankingTrack), or its defaults when None."""
+    return track.metrics if metrics is None else track.check_metrics(metrics)
 
 
 def _check_methods_known(methods: list[str] | None, tracks: list[str]) -> None:
@@ -232,8 +269,14 @@ def run_benchmark(
     tuned_dir: str | os.PathLike | None = None,
     device: str = "cpu",
     seeds: Sequence[int] | None = None,
+    metrics: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Run methods on tracks and write records (and leaderboards); returns what was done.
+
+    ``metrics`` (e.g. ``["recall@100", "ndcg@100"]``) is the metric set every ranking
+    track evaluates instead of its defaults; an unknown name or a cut-off above a track's
+    ``max_k`` is one ValueError before anything runs. The engine's top-K is the largest
+    cut-off asked.
 
     ``seeds`` (instead of ``seed``) runs the whole job once per seed, one after another,
     and writes the leaderboards once at the end. Each seed draws its own synthetic data
@@ -253,10 +296,10 @@ def run_benchmark(
             check_seeds(seeds), echo,
             lambda s: run_benchmark(dataset, tracks, methods, protocol, s, data_dir,
                                     results_dir, None, memory_budget_mb, progress, echo,
-                                    tuned_dir, device),
+                                    tuned_dir, device, metrics=metrics),
             results_dir, leaderboard_dir)
     ds, split, plan, skipped = plan_runs(dataset, tracks, methods, protocol, seed, data_dir,
-                                         progress)
+                                         progress, metrics=metrics)
     written, pair_skips = run_pair_tracks(ds, tracks, methods, seed=seed, data_dir=data_dir,
                                           results_dir=results_dir, echo=echo)
     skipped += pair_skips
@@ -265,7 +308,8 @@ def run_benchmark(
             path, skip = run_one(ds, split, track_name, method_name, fit, relevant, side,
                                  protocol=protocol, seed=seed, results_dir=results_dir,
                                  memory_budget_mb=memory_budget_mb, progress=progress,
-                                 echo=echo, tuned_dir=tuned_dir, device=device)
+                                 echo=echo, tuned_dir=tuned_dir, device=device,
+                                 metrics=metrics)
             if path is not None:
                 written.append(path)
             if skip is not None:
@@ -340,8 +384,11 @@ def run_one(
     echo=print,
     tuned_dir: str | os.PathLike | None = None,
     device: str = "cpu",
+    metrics: Sequence[str] | None = None,
 ) -> tuple[Path | None, tuple[str, str, str] | None]:
     """One (track, method) run: fit, evaluate, write its record atomically.
+
+    ``metrics``: the metric set to evaluate (None: the track's defaults).
 
     Shared by the local loop of :func:`run_benchmark` and the Ray engine
     (:mod:`benchmark.distributed`), so both write the same numbers.
@@ -354,7 +401,8 @@ def run_one(
     method = cls(seed=seed) if "seed" in _init_params(cls) else cls()
     # parameters are tuned per seed (gembench tune --seed s): each seed's own valid part
     tuned, tuned_on = tuned_params_for(ds.name, seeded_protocol(protocol, seed), track_name,
-                                       display, split.fingerprint, tuned_dir, warn=echo)
+                                       display, split.track_fingerprint(track_name),
+                                       tuned_dir, warn=echo)
     if tuned is not None:
         method.set_params(**tuned)
     elif seed != 0 and load_tuned(ds.name, protocol, track_name, display, tuned_dir):
@@ -363,7 +411,8 @@ def run_one(
              "and the table over seeds marks the mixed row")
     try:
         evaluation, timing = run_method(
-            method, fit, relevant, side, track.metrics, memory_budget_mb, progress, device
+            method, fit, relevant, side_for(display, cls, side, ds),
+            metrics_of(track, metrics), memory_budget_mb, progress, device
         )
     except NotApplicable as e:
         echo(f"skipped {display} on {track_name}: {e}")
@@ -373,7 +422,10 @@ def run_one(
         dataset={"name": ds.name, "path": str(ds.path),
                  "files_sha256": split.meta["dataset"]["files_sha256"]},
         split={"protocol": seeded_protocol(split.meta["protocol"], seed),
-               "fingerprint": split.fingerprint,
+               # the track's rows + catalogue (what results are compared by); the whole
+               # split's (every track, no catalogue) for reference
+               "fingerprint": split.track_fingerprint(track_name),
+               "split_fingerprint": split.fingerprint,
                "part": "test", "fit_on": "train+valid",
                "interaction_kind": split.meta["tracks"][track_name]["interaction_kind"],
                "config": split.meta.get("params"), "device": evaluation.device},
@@ -387,13 +439,45 @@ def run_one(
                 "n_users_skipped": evaluation.n_users_skipped},
         seed=seed,
         timing=timing,
-        extra={**evaluation.extra, **getattr(method, "extra_", {})},  # e.g. faiss recall cost
+        # a method's own figures (e.g. faiss recall cost): numbers only, never a crash
+        extra={**evaluation.extra, **method_figures(method, warn=echo)},
     )
     path = write_record(record, record_path(results_dir, record))
-    echo(f"{track_name:10s} {display:12s} ndcg@10={evaluation.summary['ndcg@10']:.4f} "
-         f"recall@10={evaluation.summary['recall@10']:.4f} "
+    echo(f"{track_name:10s} {display:12s} {_headline(evaluation.summary)} "
          f"(fit {timing['fit']:.1f}s, eval {timing['evaluate']:.1f}s)")
     return path, None
+
+
+def method_figures(method: Any, warn=print) -> dict[str, float]:
+    """The finite numbers of a method's ``extra_`` dict (recorded as list metrics).
+
+    Why: ``extra_`` is the method's own attribute; anything else in it (a list, a string, a
+    non-dict) is left out with a warning instead of crashing the run.
+    """
+    extra = getattr(method, "extra_", None)
+    if extra is None:
+        return {}
+    if not isinstance(extra, dict):
+        warn(f"warning: {type(method).__name__}.extra_ is a {type(extra).__name__}, not a dict "
+             "of numbers; not recorded")
+        return {}
+    out, dropped = {}, []
+    for key, value in extra.items():
+        if (isinstance(key, str) and isinstance(value, (int, float, np.integer, np.floating))
+                and not isinstance(value, bool) and np.isfinite(value)):
+            out[key] = float(value)
+        else:
+            dropped.append(str(key))
+    if dropped:
+        warn(f"warning: {type(method).__name__}.extra_ entries {dropped} are not finite "
+             "numbers; not recorded")
+    return out
+
+
+def _headline(summary: dict[str, float]) -> str:
+    """ndcg@10 and recall@10 of a run's line (else the first two metrics evaluated)."""
+    shown = [m for m in ("ndcg@10", "recall@10") if m in summary] or list(summary)[:2]
+    return " ".join(f"{m}={summary[m]:.4f}" for m in shown)
 
 
 def _init_params(cls: type) -> set[str]:

@@ -5,12 +5,22 @@ A split folder holds::
     train.parquet  valid.parquet  test.parquet   user_id, item_id, item_kind, timestamp
     catalogue.parquet                            item_kind, item_id: the full ranking pool,
                                                  in the order the engine indexes it
-    split.json                                   protocol, parameters, counts, fingerprint
+    split.json                                   protocol, parameters, counts, fingerprints
 
-The fingerprint is the sha256 of the lines
-``part\\titem_kind\\tuser_id\\titem_id\\tunix_seconds\\n`` of every row of the three
-parts, the lines sorted in byte order. Any tool can recompute it, and two results
-are comparable only when their fingerprints match.
+Two fingerprints, both recomputable by any tool (pandas + hashlib):
+
+* the **split fingerprint** (``split.json["fingerprint"]``, :attr:`Split.fingerprint`):
+  sha256 of the lines ``part\\titem_kind\\tuser_id\\titem_id\\tunix_seconds\\n`` of every
+  row of the three parts, the lines sorted in byte order. It spans every track split
+  together and not the catalogue.
+* the **track fingerprint** (``split.json["tracks"][track]["fingerprint"]``,
+  :meth:`Split.track_fingerprint`), the one results are compared by: see
+  :func:`track_fingerprint`. It covers one track's rows *and* its catalogue, so the same
+  track data gives the same fingerprint whichever tracks were split together, and adding
+  candidates to the ranking pool changes it.
+
+Two results are comparable only when their track fingerprints match (and their data
+set checksums: leaderboards group by both).
 """
 
 from __future__ import annotations
@@ -79,7 +89,22 @@ class Split:
 
     @property
     def fingerprint(self) -> str:
+        """The whole-split fingerprint: every part's rows of every track, no catalogue."""
         return str(self.meta["fingerprint"])
+
+    def track_fingerprint(self, track: str) -> str:
+        """The fingerprint of ``track``: its rows of every part and its catalogue.
+
+        Stored in ``split.json`` under ``tracks[track]["fingerprint"]`` (computed here
+        for a split written before per-track fingerprints); see :func:`track_fingerprint`.
+        """
+        stats = (self.meta.get("tracks") or {}).get(track)
+        if stats is None:
+            raise KeyError(f"track {track!r} is not part of this split (its tracks: "
+                           f"{sorted(self.meta.get('tracks') or {})})")
+        if "fingerprint" not in stats:
+            stats["fingerprint"] = track_fingerprint(self, track)
+        return str(stats["fingerprint"])
 
     def part(self, name: str, item_kind: str | None = None) -> pd.DataFrame:
         if name not in PARTS:
@@ -153,22 +178,47 @@ def load_split(path: str | os.PathLike) -> Split:
             raise DataError(f"missing columns {missing}", path=str(file),
                             rule=f"split parts have columns {SPLIT_COLUMNS}")
         parts[name] = table.select(SPLIT_COLUMNS).to_pandas()
-    catalogue = pq.read_table(path / "catalogue.parquet").to_pandas()
+    file = path / "catalogue.parquet"
+    try:
+        catalogue = pq.read_table(file).to_pandas()
+    except (OSError, pa.ArrowInvalid) as e:
+        raise DataError(f"cannot read the catalogue: {e}", path=str(file)) from e
+    missing = [c for c in ("item_kind", "item_id") if c not in catalogue.columns]
+    if missing:
+        raise DataError(f"missing columns {missing}", path=str(file),
+                        rule="the catalogue has columns ['item_kind', 'item_id']")
     split = Split(**parts, catalogue=catalogue, meta=meta, path=path)
-    if meta.get("verify", True) and fingerprint(split) != meta.get("fingerprint"):
+    if not meta.get("verify", True):
+        return split
+    if fingerprint(split) != meta.get("fingerprint"):
         raise DataError(
             "split rows do not match the fingerprint in split.json",
             path=str(path),
             rule="a split folder is not edited after it is written",
         )
+    for track, stats in (meta.get("tracks") or {}).items():
+        if track not in TRACKS:
+            continue
+        got = track_fingerprint(split, track)
+        if "fingerprint" not in stats:  # written before per-track fingerprints
+            stats["fingerprint"] = got
+        elif got != stats["fingerprint"]:
+            raise DataError(
+                f"the {track} rows or catalogue do not match its fingerprint in split.json",
+                path=str(path),
+                rule="a split folder is not edited after it is written",
+            )
     return split
 
 
-def fingerprint(split: Split) -> str:
-    """sha256 of the sorted lines ``part\\titem_kind\\tuser_id\\titem_id\\tunix_seconds\\n``."""
+def _row_lines(split: Split, item_kind: str | None = None) -> pa.Array | None:
+    """The lines ``part\\titem_kind\\tuser_id\\titem_id\\tunix_seconds\\n`` of every row of
+    the three parts (only rows of ``item_kind`` when given), sorted in byte order."""
     lines = []
     for name in PARTS:
         frame = getattr(split, name)
+        if item_kind is not None:
+            frame = frame[frame["item_kind"].astype(str) == item_kind]
         if len(frame) == 0:
             continue
         ts = frame["timestamp"].to_numpy().astype("datetime64[s]").astype(np.int64)
@@ -181,16 +231,60 @@ def fingerprint(split: Split) -> str:
         ]
         line = pc.binary_join_element_wise(*cols, "\t")
         lines.append(pc.binary_join_element_wise(line, "", "\n"))
+    if not lines:
+        return None
+    allrows = pa.concat_arrays(lines)
+    ordered = pc.take(allrows, pc.sort_indices(allrows))
+    if isinstance(ordered, pa.ChunkedArray):
+        ordered = ordered.combine_chunks()
+    return ordered
+
+
+def _feed(h: Any, lines: pa.Array | None) -> None:
+    """Hash the concatenated bytes of a string array (no copy of its data buffer)."""
+    if lines is None or len(lines) == 0:
+        return
+    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)
+    start = offsets[lines.offset]
+    stop = offsets[lines.offset + len(lines)]
+    h.update(memoryview(lines.buffers()[2])[start:stop])
+
+
+def fingerprint(split: Split) -> str:
+    """sha256 of the sorted lines ``part\\titem_kind\\tuser_id\\titem_id\\tunix_seconds\\n``."""
     h = hashlib.sha256()
-    if lines:
-        allrows = pa.concat_arrays(lines)
-        ordered = pc.take(allrows, pc.sort_indices(allrows))
-        if isinstance(ordered, pa.ChunkedArray):
-            ordered = ordered.combine_chunks()
-        offsets = np.frombuffer(ordered.buffers()[1], dtype=np.int32)
-        start = offsets[ordered.offset]
-        stop = offsets[ordered.offset + len(ordered)]
-        h.update(memoryview(ordered.buffers()[2])[start:stop])
+    _feed(h, _row_lines(split))
+    return h.hexdigest()
+
+
+def track_fingerprint(split: Split, track: str) -> str:
+    """The fingerprint of one track of ``split``: its rows and its catalogue.
+
+    With ``k`` the track's item kind (``lora`` for lora-rec, ``image`` for image-rec; a
+    split holds one interaction kind per item kind, recorded in ``split.json``), it is
+    the sha256 of, in this order:
+
+    1. the lines ``part\\titem_kind\\tuser_id\\titem_id\\tunix_seconds\\n`` of every row
+       of train, valid and test whose ``item_kind`` is ``k`` (the split fingerprint's
+       lines, restricted to the track), sorted in byte order; then
+    2. the lines ``catalogue\\tk\\titem_id\\n`` of every catalogue row of kind ``k``, in
+       the catalogue's order (the engine's item order, which breaks ties in scores).
+
+    The encoding is UTF-8, ``unix_seconds`` a base-10 integer. The track's name, the other
+    tracks and the split parameters do not enter: a ``--tracks lora-rec`` split and a
+    ``lora-rec,image-rec`` split of the same data give the same lora-rec fingerprint.
+    """
+    kind = get_track(track).item_kind
+    h = hashlib.sha256()
+    _feed(h, _row_lines(split, kind))
+    items = split.items(kind)
+    if len(items):
+        ids = pa.array(items.astype(str).to_numpy(), pa.string())
+        n = len(ids)
+        lines = pc.binary_join_element_wise(
+            pa.array(np.full(n, "catalogue", dtype=object), pa.string()),
+            pa.array(np.full(n, kind, dtype=object), pa.string()), ids, "\t")
+        _feed(h, pc.binary_join_element_wise(lines, "", "\n"))
     return h.hexdigest()
 
 
@@ -249,9 +343,15 @@ def _make_split(dataset: Dataset, config: SplitConfig, bar) -> Split:
         "counts": {name: int(len(frames[name])) for name in PARTS},
         "fingerprint_rule": "sha256 of sorted lines part\\titem_kind\\tuser_id\\titem_id\\t"
                             "unix_seconds\\n over train, valid, test",
+        "track_fingerprint_rule": "sha256 of the sorted lines part\\titem_kind\\tuser_id\\t"
+                                  "item_id\\tunix_seconds\\n of the track's item kind over "
+                                  "train, valid, test, then catalogue\\titem_kind\\titem_id\\n "
+                                  "of its catalogue in engine order",
     }
     bar.set_postfix_str("fingerprint")
     split.meta["fingerprint"] = fingerprint(split)
+    for track_name in config.tracks:
+        per_track[track_name]["fingerprint"] = track_fingerprint(split, track_name)
     bar.update(1)
     return split
 

@@ -8,10 +8,14 @@ Rules (each violation is one :class:`SubmissionError` naming the file, the row
 3. every ``user_id`` is a user of the split (for the track's item kind) and every
    ``item_id`` is in the split's catalogue;
 4. no (user_id, item_id) pair appears twice;
-5. each user's ranks are exactly 1..n with n <= K (50);
+5. each user's ranks are exactly 1..n with n <= the track's max K
+   (:attr:`benchmark.tasks.RankingTrack.max_k`: 100 for lora-rec and image-rec);
 6. no recommended item is one of the user's training (train + valid) items.
 
-Users of the test part that the file omits count as empty lists (all metrics 0).
+Users of the test part that the file omits count as empty lists (all metrics 0). The
+metrics (the track's defaults, or ``metrics``) are computed on each list's top K, K
+being the largest cut-off asked: a code run and the same lists submitted as a file get
+the same numbers, coverage@K included.
 
 :func:`evaluate_submission` stops at the first broken rule; :func:`find_violations`
 (``gembench validate``) lists every broken rule with all its rows; and
@@ -35,13 +39,24 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from benchmark.errors import SubmissionError
-from benchmark.evaluate import metrics_from_ranked
-from benchmark.runner import track_data
+from benchmark.evaluate import max_k, metrics_from_ranked
+from benchmark.runner import metrics_of, track_data
 from benchmark.splits import Split
 from benchmark.tasks import RankingTrack
 
-MAX_K = 50
 COLUMNS = ("user_id", "item_id", "rank")
+
+
+def _limit(track: RankingTrack, k: int | None) -> int:
+    """The most rows a user may have: ``k``, else the track's ``max_k``."""
+    return track.max_k if k is None else int(k)
+
+
+def _too_long_rule(track: RankingTrack, k: int) -> str:
+    """The rule's text; it names the track's limit when that is the one applied."""
+    if k == track.max_k:
+        return f"at most K={k} rows per user (the {track.name} track's max K)"
+    return f"at most K={k} rows per user"
 
 
 def read_submission(path: str | os.PathLike) -> pd.DataFrame:
@@ -74,9 +89,13 @@ def read_submission(path: str | os.PathLike) -> pd.DataFrame:
 
 def validate_submission(
     frame: pd.DataFrame, split: Split, track: RankingTrack, path: str = "<submission>",
-    k: int = MAX_K,
+    k: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, Any, Any]:
-    """Check the rules; return (user_idx, item_idx, rank) arrays and the fit/test data."""
+    """Check the rules; return (user_idx, item_idx, rank) arrays and the fit/test data.
+
+    ``k``: the most rows per user (None: the track's ``max_k``).
+    """
+    k = _limit(track, k)
     fit, relevant = track_data(split, track.item_kind, "test")
 
     def fail(rows: np.ndarray, message: str, rule: str) -> None:
@@ -118,7 +137,7 @@ def validate_submission(
     too_long = np.flatnonzero(sizes[users] > k)
     if len(too_long):
         fail(too_long, f"user {frame['user_id'].iloc[too_long[0]]!r} has "
-             f"{sizes[users[too_long[0]]]} rows", f"at most K={k} rows per user")
+             f"{sizes[users[too_long[0]]]} rows", _too_long_rule(track, k))
     leaked = np.flatnonzero(np.asarray(fit.matrix[users, items]).ravel() > 0)
     if len(leaked):
         fail(leaked, f"item {frame['item_id'].iloc[leaked[0]]!r} is a training item of user "
@@ -127,26 +146,34 @@ def validate_submission(
 
 
 def score_submission(
-    path: str | os.PathLike, split: Split, track: RankingTrack, k: int = MAX_K
+    path: str | os.PathLike, split: Split, track: RankingTrack, k: int | None = None,
+    metrics: list[str] | tuple[str, ...] | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray], list[str], int]:
     """Validate and score a rankings file.
+
+    ``k``: the most rows per user (None: the track's ``max_k``); ``metrics``: the metric
+    set (None: the track's defaults; checked against the track's ``max_k`` first). Lists
+    are scored on their top K, K the largest cut-off asked.
 
     Returns (JSON-ready result, per-user metric vectors, their user ids, number of
     split users without held-out items).
     """
+    names = metrics_of(track, metrics)
+    width = max_k(names)
     frame = read_submission(path)
     users, items, rank, (fit, relevant) = validate_submission(frame, split, track, str(path), k)
     test_users = np.flatnonzero(np.diff(relevant.indptr) > 0)
     position = np.full(fit.n_users, -1, dtype=np.int64)
     position[test_users] = np.arange(len(test_users))
-    ranked = np.full((len(test_users), k), -1, dtype=np.int64)
-    in_test = position[users] >= 0
+    ranked = np.full((len(test_users), width), -1, dtype=np.int64)
+    in_test = (position[users] >= 0) & (rank <= width)
     ranked[position[users[in_test]], rank[in_test] - 1] = items[in_test]
-    per_user, extra = metrics_from_ranked(ranked, relevant[test_users], track.metrics)
+    per_user, extra = metrics_from_ranked(ranked, relevant[test_users], names)
     submitted = np.zeros(fit.n_users, dtype=bool)
     submitted[users] = True
     result = {
         "track": track.name,
+        "track_fingerprint": split.track_fingerprint(track.name),
         "split_fingerprint": split.fingerprint,
         "submission": str(path),
         "submission_sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
@@ -161,10 +188,11 @@ def score_submission(
 
 
 def evaluate_submission(
-    path: str | os.PathLike, split: Split, track: RankingTrack, k: int = MAX_K
+    path: str | os.PathLike, split: Split, track: RankingTrack, k: int | None = None,
+    metrics: list[str] | tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     """Validate and score a rankings file (stops at the first error); the JSON-ready result."""
-    return score_submission(path, split, track, k)[0]
+    return score_submission(path, split, track, k, metrics)[0]
 
 
 # --------------------------------------------------------------------------- validate
@@ -191,13 +219,15 @@ class Violation:
 
 
 def find_violations(
-    frame: pd.DataFrame, split: Split, track: RankingTrack, k: int = MAX_K
+    frame: pd.DataFrame, split: Split, track: RankingTrack, k: int | None = None
 ) -> list[Violation]:
     """Every violated rule with all its rows (not just the first), in rule order.
 
     A row is checked against a rule only when the rule can be judged (e.g. ranks
-    are checked for users whose rows all have integer ranks).
+    are checked for users whose rows all have integer ranks). ``k``: the most rows per
+    user (None: the track's ``max_k``).
     """
+    k = _limit(track, k)
     fit, _ = track_data(split, track.item_kind, "test")
     found: list[Violation] = []
 
@@ -254,7 +284,7 @@ def find_violations(
     sizes = np.bincount(users[known], minlength=fit.n_users)
     bad = np.flatnonzero(known & (sizes[np.maximum(users, 0)] > k))
     if len(bad):
-        add(bad, f"at most K={k} rows per user",
+        add(bad, _too_long_rule(track, k),
             f"user {user_str[bad[0]]!r} has {sizes[users[bad[0]]]} rows")
     both = np.flatnonzero(known & (items >= 0))
     if len(both):
@@ -267,7 +297,7 @@ def find_violations(
 
 
 def validate_file(path: str | os.PathLike, split: Split, track: RankingTrack,
-                  k: int = MAX_K) -> dict[str, Any]:
+                  k: int | None = None) -> dict[str, Any]:
     """Check a rankings file against every rule; ``valid`` plus the violations found."""
     try:
         frame = read_submission(path)
@@ -295,20 +325,21 @@ def format_validation(report: dict[str, Any], limit: int = MAX_LISTED_ROWS) -> s
 
 def submission_record(
     path: str | os.PathLike, split: Split, track: RankingTrack, name: str,
-    results_dir: str | os.PathLike, k: int = MAX_K,
+    results_dir: str | os.PathLike, k: int | None = None,
+    metrics: list[str] | tuple[str, ...] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any], Path]:
     """Score a rankings file into a result record (same schema as ``gembench run``'s).
 
     Refused (:class:`SubmissionError`) when a record of another method or another
-    submission already has the name, or when the split's fingerprint differs from
-    the existing table's for (data set, protocol, track). Returns (evaluation
-    result, record, path to write it to); nothing is written here.
+    submission already has the name, or when the split's track fingerprint or the data
+    set checksum differs from the existing table's for (data set, protocol, track).
+    Returns (evaluation result, record, path to write it to); nothing is written here.
     """
-    from benchmark.leaderboard import table_fingerprint
+    from benchmark.leaderboard import table_split
     from benchmark.results import make_record, read_record, record_path, seeded_protocol
 
     t0 = time.perf_counter()
-    result, per_user, user_ids, n_skipped = score_submission(path, split, track, k)
+    result, per_user, user_ids, n_skipped = score_submission(path, split, track, k, metrics)
     elapsed = time.perf_counter() - t0
     meta = split.meta
     seed = int((meta.get("params") or {}).get("seed", 0))
@@ -318,7 +349,8 @@ def submission_record(
     record = make_record(
         track=track.name,
         dataset=dataset,
-        split={"protocol": protocol, "fingerprint": split.fingerprint, "part": "test",
+        split={"protocol": protocol, "fingerprint": result["track_fingerprint"],
+               "split_fingerprint": split.fingerprint, "part": "test",
                "fit_on": "train+valid",
                "interaction_kind": meta["tracks"][track.name]["interaction_kind"]},
         method={"name": name, "class": None, "params": {}, "tuned": False,
@@ -334,13 +366,16 @@ def submission_record(
         extra=result["list_metrics"],
     )
     target = record_path(results_dir, record)
-    existing = table_fingerprint(results_dir, dataset["name"], protocol, track.name)
-    if existing is not None and existing != split.fingerprint:
+    existing = table_split(results_dir, dataset["name"], protocol, track.name)
+    ours = (result["track_fingerprint"], dataset["files_sha256"])
+    if existing is not None and existing != ours:
+        what = ("split fingerprint" if existing[0] != ours[0] else "data set checksum")
+        theirs, mine = ((existing[0], ours[0]) if existing[0] != ours[0]
+                        else (str(existing[1]), str(ours[1])))
         raise SubmissionError(
-            f"split fingerprint {split.fingerprint[:12]} differs from the leaderboard table's "
-            f"{existing[:12]} for ({dataset['name']}, {protocol}, {track.name}); "
-            "record refused", path=str(path),
-            rule="a record is scored on its table's split")
+            f"{what} {mine[:12]} differs from the leaderboard table's {theirs[:12]} for "
+            f"({dataset['name']}, {protocol}, {track.name}); record refused", path=str(path),
+            rule="a record is scored on its table's split and data set")
     if target.exists():
         old = read_record(target)
         if old["method"].get("submission_sha256") != result["submission_sha256"]:

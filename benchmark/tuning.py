@@ -11,8 +11,11 @@ the best trial by ``metric`` wins (ties: the earlier trial).
 
 The chosen parameters are stored in ``baselines/tuned/<dataset>.json`` under
 ``[protocol][track][method]`` with the metric, its validation value, the budget,
-the trials and the split fingerprint tuned on. :func:`benchmark.runner.run_benchmark`
-uses them only when that fingerprint equals the current split's.
+the trials and the track fingerprint tuned on (``track_fingerprint``: the track's rows
+and catalogue, :meth:`benchmark.splits.Split.track_fingerprint`).
+:func:`benchmark.runner.run_benchmark` uses them only when that fingerprint equals the
+current split's for the track. ``metrics`` (``gembench tune --metrics``) is the metric
+set each trial evaluates (stored per trial); the objective is ``metric`` alone.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import itertools
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -98,10 +102,17 @@ def tune(
     memory_budget_mb: float = 512.0,
     progress: bool = True,
     echo=print,
+    metrics: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Random-search ``method`` on ``track``'s validation part; store and return the entry."""
+    """Random-search ``method`` on ``track``'s validation part; store and return the entry.
+
+    ``metrics`` (None: the track's defaults) is the metric set each trial evaluates; when
+    given, each stored trial holds their values under ``metrics``. An unknown name or a
+    cut-off above the track's ``max_k`` (in ``metric`` too) is one ValueError before any
+    fitting.
+    """
     plan = plan_tuning(track, method, budget, dataset, metric, seed, protocol, data_dir,
-                       progress)
+                       progress, metrics=metrics)
     trials = []
     for i, params in enumerate(plan["configs"]):
         trial = run_trial(plan["cls"], seed, params, plan["fit"], plan["relevant"],
@@ -114,20 +125,22 @@ def tune(
 
 def plan_tuning(track: str, method: str, budget: int | None, dataset: str | os.PathLike,
                 metric: str, seed: int, protocol: str, data_dir: str | os.PathLike,
-                progress: bool = True) -> dict[str, Any]:
+                progress: bool = True, metrics: Sequence[str] | None = None
+                ) -> dict[str, Any]:
     """Everything before the trials (split, valid data, configurations); shared by the
     local loop and the Ray engine so both score the same trials on the same data."""
-    from benchmark.metrics import parse_metric
-    from benchmark.protocols import SideInfo
     from benchmark.registry import resolve_method
     from benchmark.results import seeded_protocol
-    from benchmark.runner import prepare_split, resolve_dataset, track_data
+    from benchmark.runner import prepare_split, resolve_dataset, track_data, track_side
     from benchmark.splits import SplitConfig
     from benchmark.tasks import get_track
 
-    parse_metric(metric)  # a bad name fails before any fitting
     spec = get_track(track)
-    # same split config as `gembench run` with its default tracks, so fingerprints match
+    # bad names and cut-offs above the track's max_k fail before any fitting
+    (metric,) = spec.check_metrics([metric])
+    asked = spec.check_metrics(metrics) if metrics is not None else None
+    # same split config as `gembench run` with its default tracks (one cached split); the
+    # track fingerprint does not depend on which tracks were split together
     ds = resolve_dataset(dataset, data_dir, seed=seed, progress=progress)
     split = prepare_split(ds, SplitConfig(protocol=protocol, tracks=("lora-rec", "image-rec"),
                                           seed=seed), data_dir, progress=progress)
@@ -135,14 +148,15 @@ def plan_tuning(track: str, method: str, budget: int | None, dataset: str | os.P
     space, default_budget = search_space(display, cls)
     budget = int(budget or default_budget)
     fit, relevant = track_data(split, spec.item_kind, "valid")  # train -> valid, never test
-    side = SideInfo(dataset=ds, item_kind=spec.item_kind, seed=seed)
-    metrics = tuple(dict.fromkeys((metric, *spec.metrics)))
+    side = track_side(ds, split, spec.item_kind, "valid", fit, seed=seed)  # no valid/test rows
+    evaluated = tuple(dict.fromkeys((metric, *(asked or spec.metrics))))
     defaults = _new(cls, seed).get_params()
     return {"track": track, "method": display, "cls": cls, "budget": budget, "metric": metric,
             # each seed's split is tuned on its own: seed s is stored as <protocol>-seed<s>
             "seed": seed, "protocol": seeded_protocol(protocol, seed), "dataset": ds.name,
-            "fingerprint": split.fingerprint, "space": space, "fit": fit,
-            "relevant": relevant, "side": side, "metrics": metrics,
+            "fingerprint": split.track_fingerprint(track), "space": space, "fit": fit,
+            "relevant": relevant, "side": side, "metrics": evaluated,
+            "metrics_asked": list(asked) if asked is not None else None,
             "configs": sample_configs(space, defaults, budget, seed)}
 
 
@@ -156,7 +170,8 @@ def run_trial(cls: type, seed: int, params: dict[str, Any], fit: Any, relevant: 
     evaluation, timing = run_method(model, fit, relevant, side, metrics, memory_budget_mb,
                                     progress=False)
     return {"params": params, "value": float(evaluation.summary[metric]),
-            "fit_s": round(timing["fit"], 2), "evaluate_s": round(timing["evaluate"], 2)}
+            "fit_s": round(timing["fit"], 2), "evaluate_s": round(timing["evaluate"], 2),
+            "metrics": {m: round(float(evaluation.summary[m]), 8) for m in metrics}}
 
 
 def finish_tuning(plan: dict[str, Any], trials: list[dict[str, Any]],
@@ -164,6 +179,10 @@ def finish_tuning(plan: dict[str, Any], trials: list[dict[str, Any]],
     """Pick the best trial (ties: the earlier), store the entry, return it."""
     track, display, metric = plan["track"], plan["method"], plan["metric"]
     best = max(range(len(trials)), key=lambda i: (trials[i]["value"], -i))
+    asked = plan.get("metrics_asked")
+    # each trial's values of the asked metric set (--metrics); without it, the objective only
+    trials = [({**t, "metrics": {m: t["metrics"][m] for m in asked}} if asked
+               else {k: v for k, v in t.items() if k != "metrics"}) for t in trials]
     entry = {
         "params": trials[best]["params"],
         "metric": metric,
@@ -174,9 +193,10 @@ def finish_tuning(plan: dict[str, Any], trials: list[dict[str, Any]],
         "seed": plan["seed"],
         "part": "valid",
         "fit_on": "train",
-        "split_fingerprint": plan["fingerprint"],
+        "track_fingerprint": plan["fingerprint"],
         "search_space": plan["space"],
         "trials": trials,
+        **({"metrics": asked} if asked else {}),
     }
     path = store_tuned(plan["dataset"], plan["protocol"], track, display, entry, tuned_dir)
     echo(f"{track} {display}: best {metric}={entry['value']:.4f} {entry['params']} "
@@ -190,21 +210,29 @@ def tuned_params_for(dataset_name: str, protocol: str, track: str, method: str,
                      warn=None) -> tuple[dict[str, Any] | None, str | None]:
     """(params, tuned_on) to use in a run, or (None, None) when none fit this split.
 
-    Parameters tuned on a different split (other fingerprint) are ignored with a warning:
-    they were chosen on other validation data.
+    ``fingerprint`` is the current split's track fingerprint for ``track``. Parameters
+    tuned on a different split (other track fingerprint) are ignored with a warning: they
+    were chosen on other validation data. So is an entry stored before per-track
+    fingerprints (``split_fingerprint`` only): its split cannot be matched.
     """
     entry = load_tuned(dataset_name, protocol, track, method, tuned_dir)
     if entry is None:
         return None, None
-    if entry.get("split_fingerprint") != fingerprint:
-        msg = (f"tuned parameters of {method} on {track} were tuned on split "
-               f"{str(entry.get('split_fingerprint'))[:16]}, not this split "
-               f"{fingerprint[:16]}: using the defaults")
+    tuned_on = entry.get("track_fingerprint")
+    if tuned_on != fingerprint:
+        if tuned_on is None:
+            msg = (f"tuned parameters of {method} on {track} carry no track fingerprint "
+                   f"(stored before per-track fingerprints; re-run gembench tune): using "
+                   f"the defaults")
+        else:
+            msg = (f"tuned parameters of {method} on {track} were tuned on split "
+                   f"{str(tuned_on)[:16]}, not this split {fingerprint[:16]}: using the "
+                   f"defaults")
         log.warning(msg)
         if warn is not None:
             warn(f"warning: {msg}")
         return None, None
-    return dict(entry["params"]), str(entry["split_fingerprint"])
+    return dict(entry["params"]), str(tuned_on)
 
 
 def _new(cls: type, seed: int) -> Any:

@@ -213,5 +213,9 @@ def test_latex_for_a_track_skips_tables_without_the_metrics(tmp_path):
         write_record(record, record_path(tmp_path, record))
     out = api.leaderboard(tmp_path, format="latex", track="lora-rec", metrics=["ndcg@20"])
     assert [t["protocol"] for t in out["tables"]] == ["leave-last-out"]
-    with pytest.raises(KeyError, match="unknown metric"):
+    # not a metric name at all: refused before any table is read (as `run --metrics` does)
+    with pytest.raises(ValueError, match="unknown metric 'nope@1'"):
         api.leaderboard(tmp_path, format="latex", track="lora-rec", metrics=["nope@1"])
+    # a metric no record of the track has: named with the ones available
+    with pytest.raises(KeyError, match="unknown metric"):
+        api.leaderboard(tmp_path, format="latex", track="lora-rec", metrics=["hit@3"])

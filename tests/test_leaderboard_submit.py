@@ -111,7 +111,8 @@ def test_predictions_become_a_record(toy, tmp_path):
     assert record["method"]["submission_sha256"] == result["submission_sha256"]
     assert record["per_user"]["user_id"] == ["u1", "u2", "u3"]
     assert record["metrics"]["ndcg@10"] == result["metrics"]["ndcg@10"]
-    assert record["split"]["fingerprint"] == result["split_fingerprint"]
+    assert record["split"]["fingerprint"] == result["track_fingerprint"]
+    assert record["split"]["split_fingerprint"] == result["split_fingerprint"]
     res = runner.invoke(app, ["leaderboard", "--results-dir", str(tmp_path / "results"),
                               "--out", str(tmp_path / "lb")])
     assert res.exit_code == 0 and "| my-team | **" in res.output  # ties popularity, on top

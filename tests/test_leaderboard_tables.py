@@ -37,11 +37,12 @@ VECTORS = {
 }
 
 
-def write_records(results: Path, fingerprint: str = FINGERPRINT, methods=VECTORS) -> None:
+def write_records(results: Path, fingerprint: str = FINGERPRINT, methods=VECTORS,
+                  checksum: str = "ab" * 32) -> None:
     for name, per_user in methods.items():
         record = make_record(
             track="lora-rec",
-            dataset={"name": "hand", "path": "/nowhere", "files_sha256": "ab" * 32},
+            dataset={"name": "hand", "path": "/nowhere", "files_sha256": checksum},
             split={"protocol": "leave-last-out", "fingerprint": fingerprint, "part": "test",
                    "fit_on": "train+valid", "interaction_kind": "generate"},
             method={"name": name, "class": f"x:{name}", "params": {}, "tuned": False},
@@ -94,6 +95,44 @@ def test_a_different_split_is_left_out(results, tmp_path):
     assert res.exit_code == 0, res.output
     assert "delta.json: split fingerprint efefefefefef differs" in res.output
     assert "| delta |" not in res.output
+
+
+def test_another_data_set_checksum_is_left_out(results, tmp_path):
+    # same track fingerprint, other data files: not comparable either
+    write_records(results, methods={"delta": VECTORS["gamma"]}, checksum="99" * 32)
+    (table,), notes = build_tables(results)
+    assert [n for n in notes if "delta.json: data set checksum 999999999999 differs from "
+            "the table's abababababab; left out" in n]
+    assert "delta" not in {row["method"] for row in table["rows"]}
+    assert table["dataset_checksum"] == "ab" * 32 and table["split_fingerprint"] == FINGERPRINT
+
+
+def test_metrics_choose_the_columns(results, tmp_path):
+    res = runner.invoke(app, ["leaderboard", "--results-dir", str(results), "--out",
+                              str(tmp_path / "lb"), "--metrics", "ndcg@20,recall@20"])
+    assert res.exit_code == 0, res.output
+    md = (tmp_path / "lb/hand/leave-last-out/lora-rec.md").read_text()
+    assert "| method | ndcg@20 | recall@20 | users |" in md
+    saved = json.loads((tmp_path / "lb/hand/leave-last-out/lora-rec.json").read_text())
+    assert saved["metrics"] == ["ndcg@20", "recall@20"]
+    # the default columns without --metrics; image-rec's include ImageGem's Recall@100
+    res = runner.invoke(app, ["leaderboard", "--results-dir", str(results), "--out",
+                              str(tmp_path / "lb2")])
+    assert "| method | recall@10 | recall@20 | recall@50 | ndcg@10 |" in res.output
+    from benchmark.leaderboard import table_metrics
+
+    assert {"recall@100", "ndcg@100"} <= set(table_metrics("image-rec"))
+    assert "recall@100" not in table_metrics("lora-rec")
+    # an unknown name, or a cut-off above the track's max K: one clear error, exit 2
+    for bad, says in (("recall@101", "cut-off 101 is above the lora-rec track's max K = 100"),
+                      ("foo@3", "unknown metric 'foo@3'")):
+        for fmt in (["--out", str(tmp_path / "lb3")], ["--format", "latex", "--track",
+                                                        "lora-rec"]):
+            res = runner.invoke(app, ["leaderboard", "--results-dir", str(results), *fmt,
+                                      "--metrics", bad])
+            assert res.exit_code == 2 and says in res.output, res.output
+            assert len(res.output.strip().splitlines()) == 1
+    assert not (tmp_path / "lb3").exists()
 
 
 CAPTION = (

@@ -212,10 +212,14 @@ def test_correlations_hand_computed():
     score = [2, 4, 9, 0, 1, 2, 7, 7]
     sp, pe = spearman_per_user(users, truth, score), pearson_per_user(users, truth, score)
     # a: ranks agree -> rho 1; r = 7 / sqrt(2 * 26) (dx = -1,0,1; dy = -3,-1,4)
-    assert sp.user_ids.tolist() == ["a"] and sp.values.tolist() == [1.0]
-    assert pe.values[0] == pytest.approx(7 / np.sqrt(52), abs=1e-12)
-    assert sp.excluded == pe.excluded == {"fewer_than_2": 1, "constant_rating": 1,
-                                          "constant_score": 1}
+    # d: constant scores on varied ratings -> scored, rho = r = 0 (no association predicted)
+    assert sp.user_ids.tolist() == pe.user_ids.tolist() == ["a", "d"]
+    assert sp.values.tolist() == [1.0, 0.0] and sp.mean == 0.5
+    assert pe.values[0] == pytest.approx(7 / np.sqrt(52), abs=1e-12) and pe.values[1] == 0.0
+    assert sp.constant_score.tolist() == [False, True] and sp.n_constant_score == 1
+    # b: one rating, c: equal ratings -> no order to predict: excluded, counted
+    assert sp.excluded == pe.excluded == {"fewer_than_2": 1, "constant_rating": 1}
+    assert (sp.n_users, sp.n_scored, sp.n_excluded) == (4, 2, 2)
     # ties: t = 1,2,3 s = 1,3,2 -> d = 0,1,1 -> 1 - 6*2/(3*8) = 0.5; pearson 1/2 too
     sp = spearman_per_user(["u"] * 3, [1, 2, 3], [1, 3, 2])
     assert sp.values[0] == pytest.approx(0.5) and sp.mean == pytest.approx(0.5)

@@ -183,7 +183,7 @@ def test_ray_tune_chooses_what_local_chooses(local_ray, tiny, tmp_path):
     assert [t["params"] for t in remote["trials"]] == [t["params"] for t in local["trials"]]
     assert [t["value"] for t in remote["trials"]] == \
         pytest.approx([t["value"] for t in local["trials"]], abs=1e-6)
-    assert remote["split_fingerprint"] == local["split_fingerprint"]
+    assert remote["track_fingerprint"] == local["track_fingerprint"]
     assert remote["trials"][0]["params"] == {"k": 100, "shrink": 0.0}  # defaults first
 
 

@@ -1,14 +1,16 @@
-"""Splits: hand-checked assignments, fingerprints recomputed independently, saved folders."""
+"""Splits: hand-checked assignments, fingerprints (whole-split and per-track) recomputed
+independently, saved folders."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pandas as pd
 import pytest
 
 from benchmark.errors import DataError
-from benchmark.splits import SplitConfig, load_split, make_split
+from benchmark.splits import Split, SplitConfig, load_split, make_split, track_fingerprint
 
 
 def rows(split, part, kind):
@@ -102,6 +104,85 @@ def test_saved_folder_and_fingerprint(toy, tmp_path):
     again = load_split(folder)
     assert again.fingerprint == split.fingerprint
     assert list(again.items("lora")) == ["l1", "l2", "l3", "l4", "l5"]
+
+
+def independent_track_fingerprint(folder, item_kind: str) -> str:
+    """A track's fingerprint with plain pandas + hashlib, following the documented rule:
+    its sorted row lines, then ``catalogue\titem_kind\titem_id\n`` in catalogue order."""
+    lines = []
+    for part in ("train", "valid", "test"):
+        frame = pd.read_parquet(folder / f"{part}.parquet")
+        frame = frame[frame["item_kind"] == item_kind]
+        secs = frame["timestamp"].astype("datetime64[s]").astype("int64")
+        for row, ts in zip(frame.itertuples(index=False), secs, strict=True):
+            lines.append(f"{part}\t{row.item_kind}\t{row.user_id}\t{row.item_id}\t{ts}\n")
+    catalogue = pd.read_parquet(folder / "catalogue.parquet")
+    items = catalogue.loc[catalogue["item_kind"] == item_kind, "item_id"]
+    text = "".join(sorted(lines)) + "".join(f"catalogue\t{item_kind}\t{i}\n" for i in items)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_track_fingerprints_recomputed_independently(toy, tmp_path):
+    split = make_split(toy, SplitConfig())
+    folder = split.save(tmp_path / "split")
+    meta = json.loads((folder / "split.json").read_text())
+    for track, kind in (("lora-rec", "lora"), ("image-rec", "image")):
+        expected = independent_track_fingerprint(folder, kind)
+        assert split.track_fingerprint(track) == expected
+        assert meta["tracks"][track]["fingerprint"] == expected
+        assert load_split(folder).track_fingerprint(track) == expected
+    assert split.track_fingerprint("lora-rec") != split.track_fingerprint("image-rec")
+    assert split.track_fingerprint("lora-rec") != split.fingerprint
+    with pytest.raises(KeyError, match="not part of this split"):
+        make_split(toy, SplitConfig(tracks=("lora-rec",))).track_fingerprint("image-rec")
+
+
+@pytest.mark.parametrize("protocol", ["leave-last-out", "random", "cold-start"])
+def test_track_fingerprint_does_not_depend_on_the_other_tracks(toy, protocol):
+    config = {"protocol": protocol, "min_history": 1, "seed": 2}
+    alone = make_split(toy, SplitConfig(tracks=("lora-rec",), **config))
+    both = make_split(toy, SplitConfig(tracks=("lora-rec", "image-rec"), **config))
+    # the whole-split fingerprint spans every track: it differs ...
+    assert alone.fingerprint != both.fingerprint
+    # ... the lora-rec one is the same data, so the same fingerprint
+    assert alone.track_fingerprint("lora-rec") == both.track_fingerprint("lora-rec")
+
+
+def test_fake_loras_in_the_catalogue_change_the_fingerprint(toy, tmp_path):
+    split = make_split(toy, SplitConfig())
+    before = split.track_fingerprint("lora-rec")
+    fake = pd.DataFrame({"item_kind": "lora", "item_id": [f"fake{i}" for i in range(5000)]})
+    grown = Split(train=split.train, valid=split.valid, test=split.test,
+                  catalogue=pd.concat([split.catalogue, fake], ignore_index=True),
+                  meta={**split.meta, "tracks": {t: {k: v for k, v in stats.items()
+                                                     if k != "fingerprint"}
+                                                 for t, stats in split.meta["tracks"].items()}})
+    assert track_fingerprint(grown, "lora-rec") != before
+    assert grown.track_fingerprint("lora-rec") != before
+    # the other track's candidates are untouched, and so is its fingerprint
+    assert grown.track_fingerprint("image-rec") == split.track_fingerprint("image-rec")
+    # the same rows in another engine order are another ranking pool (ties break by index)
+    shuffled = Split(train=split.train, valid=split.valid, test=split.test,
+                     catalogue=split.catalogue.iloc[::-1].reset_index(drop=True))
+    assert track_fingerprint(shuffled, "lora-rec") != before
+
+    # a saved folder whose catalogue was edited is refused
+    folder = split.save(tmp_path / "split")
+    catalogue = pd.read_parquet(folder / "catalogue.parquet")
+    pd.concat([catalogue, fake], ignore_index=True).to_parquet(folder / "catalogue.parquet")
+    with pytest.raises(DataError, match="lora-rec rows or catalogue do not match"):
+        load_split(folder)
+
+
+def test_folder_written_before_track_fingerprints_still_loads(toy, tmp_path):
+    split = make_split(toy, SplitConfig())
+    folder = split.save(tmp_path / "split")
+    meta = json.loads((folder / "split.json").read_text())
+    for stats in meta["tracks"].values():
+        del stats["fingerprint"]
+    (folder / "split.json").write_text(json.dumps(meta))
+    again = load_split(folder)
+    assert again.track_fingerprint("lora-rec") == split.track_fingerprint("lora-rec")
 
 
 def test_tampered_split_is_refused(toy, tmp_path):

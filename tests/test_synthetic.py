@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import subprocess
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow
 import pytest
 
 from benchmark.data.store import Dataset
-from benchmark.data.synthetic import ENCODER, SCALES, synthesize
+from benchmark.data.synthetic import ENCODER, SCALES, _orthonormal_columns, synthesize
 from benchmark.schema import ID_COLUMN, TABLES
 
 TRUTH = {
@@ -67,6 +72,82 @@ def test_same_seed_same_bytes_other_seed_other_data(tmp_path: Path) -> None:
         "embeddings/synthetic-clip/image.npy",
         "truth/user_taste_final.npy",
     } <= differing
+
+
+#: builds a data set in a fresh interpreter; prints the BLAS pools' thread counts it ran with
+_BUILD = """
+import sys
+from benchmark.data.synthetic import synthesize
+synthesize(sys.argv[1], sys.argv[2], seed=int(sys.argv[3]), progress=False)
+try:
+    from threadpoolctl import threadpool_info
+except ImportError:
+    threadpool_info = list
+print([p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"])
+"""
+
+
+def _build_with_blas_threads(out: Path, threads: int, scale: str = "tiny", seed: int = 0) -> dict:
+    """Build ``scale`` in a subprocess whose BLAS pools have ``threads`` threads."""
+    env = dict(os.environ)  # OPENBLAS_CORETYPE and the rest are inherited as they are
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = str(threads)
+    done = subprocess.run(
+        [sys.executable, "-c", _BUILD, scale, str(out), str(seed)],
+        env=env,
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    pools = json.loads(done.stdout.strip().splitlines()[-1] or "[]")
+    assert all(n <= threads for n in pools), pools
+    return json.loads((out / "dataset.json").read_text())["files"]
+
+
+def test_same_bytes_whatever_the_blas_thread_count(tmp_path: Path) -> None:
+    """1 and 2 BLAS threads give the same files (the generator uses no BLAS/LAPACK).
+
+    Measured with OpenBLAS 0.3.31: with its Haswell kernel (AVX2 CPUs; the issue's
+    b1739259406f6eaf) the old ``style @ proj`` (32 -> 512) summed differently on 1 and 2
+    threads from 32 rows on (m*n*k = 2**19), so tiny (150 LoRAs, 1,500 images) is enough; this
+    test failed there on the old code. Its SkylakeX kernel (AVX-512) is split-invariant at these
+    sizes, so there the old code passed. ``OPENBLAS_CORETYPE`` is inherited, never set.
+    """
+    one = _build_with_blas_threads(tmp_path / "one", 1)
+    two = _build_with_blas_threads(tmp_path / "two", 2)
+    assert len(one) >= 13
+    assert {k for k in one if one[k] != two.get(k)} == set()
+
+
+#: files_sha256 (as records carry it) of synthetic-tiny, seed 0, with the pinned numpy and pyarrow
+TINY_FILES_SHA256 = "6fca23810db7bfa4b5d7b583279104c4d884ba12e1538f836304909910a10b20"
+
+
+def test_tiny_bytes_are_the_pinned_ones(tmp_path: Path) -> None:
+    """A fresh build gives the committed checksum on any CPU (update it with GENERATOR_VERSION)."""
+    pins = dict(
+        line.strip().split("==", 1)
+        for line in (Path(__file__).resolve().parents[1] / "constraints.txt").read_text().split()
+        if "==" in line
+    )
+    if (np.__version__, pyarrow.__version__) != (pins.get("numpy"), pins.get("pyarrow")):
+        pytest.skip("numpy/pyarrow are not the pinned versions: other bytes are expected")
+    files = synthesize("tiny", tmp_path / "ds", seed=0, progress=False).meta["files"]
+    digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+    assert digest == TINY_FILES_SHA256
+
+
+def test_orthonormal_columns_is_lapacks_q_without_lapack() -> None:
+    rng = np.random.default_rng(4)
+    for shape in ((512, 33), (7, 7), (40, 3), (5, 1)):
+        a = rng.standard_normal(shape)
+        q = _orthonormal_columns(a)
+        assert q.shape == shape
+        np.testing.assert_allclose(q, np.linalg.qr(a)[0], atol=1e-12)  # same signs too
+        np.testing.assert_allclose(q.T @ q, np.eye(shape[1]), atol=1e-12)
+    a = np.triu(rng.standard_normal((6, 4)))  # zero below the diagonal: reflections are I
+    np.testing.assert_allclose(_orthonormal_columns(a), np.linalg.qr(a)[0], atol=1e-12)
 
 
 def test_schema_embeddings_and_truth(tiny: Dataset) -> None:

@@ -45,7 +45,9 @@ def test_tune_uses_valid_only_and_stores_fingerprint(tiny, tmp_path, monkeypatch
     split = prepare_split(tiny, SplitConfig(tracks=("lora-rec", "image-rec")), tmp_path,
                           progress=False)
     entry = load_tuned(tiny.name, "leave-last-out", "lora-rec", "itemknn", tmp_path / "tuned")
-    assert entry["split_fingerprint"] == split.fingerprint == out["split_fingerprint"]
+    fingerprint = split.track_fingerprint("lora-rec")
+    assert entry["track_fingerprint"] == fingerprint == out["track_fingerprint"]
+    assert "split_fingerprint" not in entry and "metrics" not in entry["trials"][0]
     assert entry["n_trials"] == entry["budget"] == 3 and entry["part"] == "valid"
     assert entry["value"] == max(t["value"] for t in entry["trials"])
     assert entry["trials"][0]["params"] == {"k": 100, "shrink": 0.0}  # defaults first
@@ -70,10 +72,10 @@ def test_run_uses_tuned_params_and_records_them(tiny, tmp_path):
                           progress=False)
     tuned_dir = tmp_path / "tuned"
     store_tuned(tiny.name, "leave-last-out", "lora-rec", "userknn",
-                {"params": {"k": 3, "shrink": 2.0}, "split_fingerprint": split.fingerprint},
-                tuned_dir)
+                {"params": {"k": 3, "shrink": 2.0},
+                 "track_fingerprint": split.track_fingerprint("lora-rec")}, tuned_dir)
     store_tuned(tiny.name, "leave-last-out", "image-rec", "userknn",
-                {"params": {"k": 3, "shrink": 2.0}, "split_fingerprint": "0" * 64}, tuned_dir)
+                {"params": {"k": 3, "shrink": 2.0}, "track_fingerprint": "0" * 64}, tuned_dir)
     lines: list[str] = []
     out = run_benchmark(dataset=tiny.path, methods=["userknn"], data_dir=tmp_path,
                         results_dir=tmp_path / "results", leaderboard_dir=None,
@@ -81,12 +83,23 @@ def test_run_uses_tuned_params_and_records_them(tiny, tmp_path):
     records = {json.loads(p.read_text())["track"]: json.loads(p.read_text())["method"]
                for p in out["records"]}
     assert records["lora-rec"]["tuned"] is True
-    assert records["lora-rec"]["tuned_on"] == split.fingerprint
+    assert records["lora-rec"]["tuned_on"] == split.track_fingerprint("lora-rec")
     assert records["lora-rec"]["params"]["k"] == 3 and records["lora-rec"]["params"]["shrink"] == 2
     # tuned on another split: ignored, with a warning
     assert records["image-rec"]["tuned"] is False and records["image-rec"]["tuned_on"] is None
     assert records["image-rec"]["params"]["k"] == 100
     assert any(line.startswith("warning:") and "image-rec" in line for line in lines)
+
+
+def test_entry_without_a_track_fingerprint_is_not_used(tmp_path):
+    from benchmark.tuning import tuned_params_for
+
+    store_tuned("d", "leave-last-out", "lora-rec", "userknn",
+                {"params": {"k": 3}, "split_fingerprint": "a" * 64}, tmp_path)
+    said: list[str] = []
+    assert tuned_params_for("d", "leave-last-out", "lora-rec", "userknn", "a" * 64, tmp_path,
+                            warn=said.append) == (None, None)
+    assert said and "carry no track fingerprint" in said[0]
 
 
 def test_cli_tune(tiny, tmp_path):
@@ -110,7 +123,8 @@ def test_shipped_tuned_file_is_consistent():
     for tracks in table.values():
         for methods in tracks.values():
             for entry in methods.values():
-                assert entry["part"] == "valid" and len(entry["split_fingerprint"]) == 64
+                assert entry["part"] == "valid" and len(entry["track_fingerprint"]) == 64
+                assert "split_fingerprint" not in entry  # migrated to per-track fingerprints
                 assert entry["n_trials"] == len(entry["trials"]) <= entry["budget"]
 
 

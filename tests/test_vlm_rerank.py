@@ -238,7 +238,9 @@ def test_make_candidates_exact():
     scores = np.tile(-np.arange(8, dtype=np.float32), (3, 1))
     exclude = sp.csr_matrix(([1, 1, 1], ([0, 1, 1], [0, 0, 1])), shape=(3, 8))
     relevant = sp.csr_matrix(([1, 1], ([0, 1], [5, 7])), shape=(3, 8))  # user 2: no test item
-    c = make_candidates(scores, exclude, relevant, n_candidates=4, top_n=6, seed=0)
+    # ImageGem's inserted lists (the default, mode="top", is tested in tests/test_rerank.py)
+    c = make_candidates(scores, exclude, relevant, n_candidates=4, top_n=6, seed=0,
+                        mode="inserted")
     assert c.user_idx.tolist() == [0, 1]
     assert c.positive.tolist() == [5, 7]
     # negatives: the first stage's best 3 that are neither train nor held-out items
@@ -249,13 +251,15 @@ def test_make_candidates_exact():
     keys = rng.random((2, 4))
     base = np.array([[5, 1, 2, 3], [7, 2, 3, 4]])
     assert c.items.tolist() == np.take_along_axis(base, np.argsort(keys, axis=1), 1).tolist()
-    again = make_candidates(scores, exclude, relevant, n_candidates=4, top_n=6, seed=0)
+    again = make_candidates(scores, exclude, relevant, n_candidates=4, top_n=6, seed=0,
+                            mode="inserted")
     assert again.items.tolist() == c.items.tolist()
-    shuffled = {tuple(make_candidates(scores, exclude, relevant, 4, 6, seed=s).items[0])
-                for s in range(6)}
+    shuffled = {tuple(make_candidates(scores, exclude, relevant, 4, 6, seed=s,
+                                      mode="inserted").items[0]) for s in range(6)}
     assert len(shuffled) > 1
     # sampled negatives come from the top-N only; positive still guaranteed
-    s = make_candidates(scores, exclude, relevant, 4, 4, seed=1, negatives="sample")
+    s = make_candidates(scores, exclude, relevant, 4, 4, seed=1, negatives="sample",
+                        mode="inserted")
     assert set(s.items[0]) - {5} < {1, 2, 3, 4} and 5 in s.items[0]
     assert len(set(s.items[0])) == 4
     # first stage had user 0's positive (item 5) at rank 5 of its unmasked-train list
@@ -304,5 +308,7 @@ def test_run_rerank_on_synthetic(tmp_path):
     assert record["split"]["candidates"]["first_stage"] in record["split"]["protocol"]
     assert record["split"]["candidates"]["first_stage"] == "itemknn"
     assert record["n_model_calls"] == 0 and "seconds_per_call" in record
-    assert set(record["metrics"]) == {"recall@1", "recall@5", "ndcg@5", "ndcg@10", "mrr@10"}
+    headline = {"recall@1", "recall@5", "ndcg@5", "ndcg@10", "mrr@10"}
+    assert set(record["metrics"]) == (headline | {f"cond_{m}" for m in headline}
+                                      | {"first_stage_hit@10"})
     assert "/rerank-itemknn-c10/lora-rec/" in str(out["records"][0])

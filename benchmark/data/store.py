@@ -217,18 +217,7 @@ class Dataset:
 
     def table(self, name: str, columns: list[str] | None = None) -> pd.DataFrame:
         """A table as pandas; string id columns come back as categoricals (compact)."""
-        tab = self.arrow(name, columns)
-        tab = tab.cast(
-            pa.schema(
-                [
-                    pa.field(f.name, pa.dictionary(pa.int32(), pa.string()))
-                    if f.name in _CATEGORICAL and pa.types.is_string(f.type)
-                    else f
-                    for f in tab.schema
-                ]
-            )
-        )
-        return tab.to_pandas()
+        return categorical_ids(self.arrow(name, columns)).to_pandas()
 
     def ids(self, entity: str) -> pd.Index:
         """Original string ids of ``entity`` ('users', 'loras', 'images') in row order."""
@@ -254,6 +243,30 @@ class Dataset:
         if not path.is_file():
             raise DataError(f"no {encoder!r} embeddings for {kind!r}", path=str(path))
         return np.load(path, mmap_mode="r" if mmap else None)
+
+    def embedding_ids(self, encoder: str, kind: str) -> pd.Index:
+        """The ids of :meth:`embeddings`' rows: ``<kind>.ids.parquet``, else ``kind``'s ids."""
+        path = self.path / "embeddings" / encoder / f"{kind}.ids.parquet"
+        if path.is_file():
+            column = pq.read_table(path).column(0)
+            return pd.Index(column.to_numpy(zero_copy_only=False).astype(str), dtype=object)
+        if kind in ITEM_KINDS or kind == "user":
+            return self.ids(ITEM_KINDS.get(kind, "users"))
+        raise DataError(f"{kind!r} embeddings without their ids", path=str(path),
+                        rule="<kind>.npy comes with <kind>.ids.parquet")
+
+    def embedding_kinds(self, encoder: str) -> list[str]:
+        folder = self.path / "embeddings" / encoder
+        return sorted(p.stem for p in folder.glob("*.npy")) if folder.is_dir() else []
+
+    def text_encoder(self):  # -> SyntheticTextEncoder
+        """The synthetic world's prompt encoder (rebuilt from the generator config)."""
+        from benchmark.data.synthetic_text import SyntheticTextEncoder
+        from benchmark.errors import NotApplicable
+
+        if self.meta.get("source") != "synthetic" or "config" not in self.meta:
+            raise NotApplicable("no synthetic text encoder for this data set")
+        return SyntheticTextEncoder.from_dataset(self)
 
     def encoders(self) -> list[str]:
         folder = self.path / "embeddings"
@@ -286,6 +299,15 @@ _CATEGORICAL = {
     "user_id", "item_id", "item_kind", "kind", "creator_id", "base_model",
     "image_a", "image_b", "lora_id", "image_id",
 }
+
+
+def categorical_ids(table: pa.Table) -> pa.Table:
+    """``table`` with its string id columns dictionary-encoded (pandas categoricals: compact)."""
+    return table.cast(pa.schema([
+        pa.field(f.name, pa.dictionary(pa.int32(), pa.string()))
+        if f.name in _CATEGORICAL and pa.types.is_string(f.type) else f
+        for f in table.schema
+    ]))
 
 
 def load_dataset(path: str | os.PathLike) -> Dataset:

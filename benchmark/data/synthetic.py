@@ -45,7 +45,15 @@ is numeric order; ``interactions`` holds ``upload`` (creator -> LoRA at its crea
 
 Determinism: every chunk of work draws from its own stream ``default_rng([seed, stream, chunk])``
 and chunk boundaries depend only on the config, so the same (config, seed) gives byte-identical
-files on the same platform and library versions; the data set carries no wall-clock time.
+files with the same library versions, whatever the CPU and the BLAS thread count; the data set
+carries no wall-clock time. No float goes through BLAS or LAPACK, whose sums are ordered by the
+CPU kernel and the thread split: inner products are ``np.einsum(..., optimize=False)`` in float64
+(numpy's own loops, no BLAS; float32 products are exact in float64), the orthonormal map is a
+Householder QR written with those loops (:func:`_orthonormal_columns`). The transcendentals
+(``log``, ``exp``, ``**``) that numpy dispatches to CPU-specific SIMD code (AVX-512 and AVX2
+results differ in the last bit) run in float64, and what is stored from them is rounded to
+float32; a 1-ulp float64 difference changes a decision only at a tie to ~1e-16 (see
+docs/reproducibility.md).
 The ``full`` scale streams tables, embeddings and interactions chunk by chunk; what stays in memory
 is per-image state every like needs (styles, times, popularity: ~0.8 GB). Measured on 2 cores:
 tiny 0.07 s, small 3.4 s (0.3 GB), full 3.2 min with a peak RSS of 1.3 GB (11.7 GB on disk).
@@ -276,6 +284,53 @@ def _rng(*key: int) -> np.random.Generator:
     return np.random.default_rng(list(key))
 
 
+def _rowdot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """float64 inner products along the last axis (broadcasting), with numpy's own loops.
+
+    ``einsum`` with ``optimize=False`` never calls the BLAS, so the order of the sum is numpy's,
+    the same for every CPU kernel and thread count; float32 inputs are exact in float64.
+    """
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return np.einsum("...i,...i->...", a, b, optimize=False)
+
+
+def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` (2-d) in float64 with numpy's own loops: no BLAS (see :func:`_rowdot`)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return np.einsum("ij,jk->ik", a, b, optimize=False)
+
+
+def _orthonormal_columns(a: np.ndarray) -> np.ndarray:
+    """Q of the reduced QR of ``a`` (m x n, m >= n): ``np.linalg.qr(a)[0]`` up to rounding.
+
+    Householder reflections as LAPACK's dgeqr2/dorg2r compute them (same signs: R's diagonal
+    is -sign(alpha) * norm), in float64 with numpy's own loops: LAPACK's blocked QR updates go
+    through the BLAS, whose summation order depends on the CPU kernel and the thread count.
+    """
+    r = np.array(a, dtype=np.float64)
+    m, n = r.shape
+    vs, taus = [], []
+    for k in range(n):
+        x = r[k:, k]
+        alpha, tail = float(x[0]), float(_rowdot(x[1:], x[1:]))
+        if tail == 0.0:  # nothing below the diagonal: H = I
+            vs.append(np.zeros(m - k))
+            taus.append(0.0)
+            continue
+        beta = -np.copysign(np.sqrt(alpha * alpha + tail), alpha)
+        v = x / (alpha - beta)
+        v[0] = 1.0
+        tau = (beta - alpha) / beta
+        r[k:, k:] -= (tau * v)[:, None] * np.einsum("i,ij->j", v, r[k:, k:], optimize=False)
+        vs.append(v)
+        taus.append(tau)
+    q = np.eye(m, n)
+    for k in reversed(range(n)):  # Q = H_0 ... H_{n-1} I[:, :n], applied from the right end
+        v, tau = vs[k], taus[k]
+        q[k:, k:] -= (tau * v)[:, None] * np.einsum("i,ij->j", v, q[k:, k:], optimize=False)
+    return q
+
+
 def _normalise(x: np.ndarray) -> np.ndarray:
     norm = np.sqrt(np.einsum("...i,...i->...", x, x))[..., None]
     return x / np.maximum(norm, 1e-12).astype(x.dtype)
@@ -344,14 +399,21 @@ def _draw_prefix(cum: np.ndarray, avail: np.ndarray, u: np.ndarray) -> np.ndarra
 def _gumbel_scores(
     rng: np.random.Generator, style: np.ndarray, cand: np.ndarray, taste: np.ndarray, beta: float
 ) -> np.ndarray:
-    """beta * <taste, style[cand]> + Gumbel noise: its argmax samples ∝ exp(beta * sim)."""
+    """beta * <taste, style[cand]> + Gumbel noise: its argmax samples ∝ exp(beta * sim).
+
+    float64, without BLAS (:func:`_rowdot`); the Gumbel noise is -log(-log(g)) of a float32
+    uniform, taken in float64 (numpy's float32 ``log`` differs between AVX2 and older CPUs).
+    """
     n, m = cand.shape
-    sty = np.take(style, cand.ravel(), axis=0).reshape(n, m, -1)
-    score = np.matmul(sty, taste[:, :, None])[..., 0]
-    score *= np.float32(beta)
+    taste = taste[:, None, :]
+    score = np.empty((n, m))
+    for sl in _blocks(n, 1024):  # gathered float64 styles of 1,024 events at a time: 16 MB
+        sty = np.take(style, cand[sl].ravel(), axis=0).reshape(sl.stop - sl.start, m, -1)
+        score[sl] = _rowdot(sty, taste[sl])
+    score *= beta
     g = rng.random((n, m), dtype=np.float32)
     np.maximum(g, np.float32(1e-30), out=g)
-    score -= np.log(-np.log(g))
+    score -= np.log(-np.log(g.astype(np.float64)))
     return score
 
 
@@ -490,7 +552,7 @@ class _Generator:
     ) -> None:
         """CLIP-like rows: normalise(common + P style + noise), written in blocks."""
         for sl in _blocks(len(style), self.cfg.block):
-            e = style[sl] @ self.proj
+            e = _matmul(style[sl], self.proj).astype(np.float32)  # no BLAS: see _matmul
             e += self.common
             e += _noise(rng, e.shape, self.cfg.emb_noise)
             sink.write(start + sl.start, _normalise(e))
@@ -501,7 +563,7 @@ class _Generator:
         self.centres = _normalise(rng.standard_normal((cfg.n_clusters, cfg.d_style)))
         self.cluster_p = rng.dirichlet(np.full(cfg.n_clusters, cfg.cluster_concentration))
         # orthonormal columns: one shared direction, then a map preserving inner products
-        basis, _ = np.linalg.qr(rng.standard_normal((cfg.emb_dim, cfg.d_style + 1)))
+        basis = _orthonormal_columns(rng.standard_normal((cfg.emb_dim, cfg.d_style + 1)))
         self.common = (cfg.emb_common * basis[:, 0]).astype(np.float32)
         self.proj = np.ascontiguousarray(basis[:, 1:].T, dtype=np.float32)
         words = _pseudo_words(rng, cfg.n_clusters * cfg.words_per_cluster)

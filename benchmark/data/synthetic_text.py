@@ -14,6 +14,11 @@ with ``common`` and ``P`` the generator's shared direction and orthonormal map (
 images), and eps_w drawn once per word from its own stream ``(seed, 1000)``: a word is a noisy
 pointer at its cluster, as a real caption is a noisy pointer at a style. Generic words
 ("masterpiece", "8k") carry no style.
+
+Like the generator, the encoder sends no float through the BLAS (its sums would depend on the
+CPU kernel and the thread count): the word counts are a scipy sparse product (its own loops) and
+``style(p) P`` is the generator's float64 ``einsum`` (``_matmul``), so a prompt's vector is
+byte-identical on every machine with the same library versions.
 """
 
 from __future__ import annotations
@@ -73,7 +78,7 @@ class SyntheticTextEncoder:
 
     def encode(self, prompts: list[str] | pa.Array | np.ndarray) -> np.ndarray:
         """float32 [n, emb_dim], unit-norm rows, one per prompt (vectorised over all words)."""
-        from benchmark.data.synthetic import _normalise
+        from benchmark.data.synthetic import _matmul, _normalise
 
         arr = pa.array(np.asarray(prompts, dtype=object), pa.string()) \
             if not isinstance(prompts, pa.Array) else prompts.cast(pa.string())
@@ -90,4 +95,5 @@ class SyntheticTextEncoder:
             shape=(len(arr), len(self.word_style)),
         )
         style = _normalise(np.asarray(counts @ self.word_style, dtype=np.float32))
-        return _normalise(style @ self.proj + self.common).astype(np.float32)
+        projected = _matmul(style, self.proj).astype(np.float32)  # no BLAS: see _matmul
+        return _normalise(projected + self.common).astype(np.float32)

@@ -23,6 +23,7 @@ Judge protocol: ``score(user_ids, embeddings) -> float64 (n,)``, higher = prefer
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Sequence
@@ -37,15 +38,16 @@ from benchmark.errors import DataError, NotApplicable
 from benchmark.lora.bank import Layer, Layout, from_vector
 
 TRACK = "lora-edit"
-#: registered editing methods, imported on use
-EDIT_METHODS: dict[str, str] = {
-    "no-edit": "baselines.edit_none:NoEdit",
-    "random-direction": "baselines.edit_random:RandomDirection",
-    "global-direction": "baselines.edit_global:GlobalDirection",
-    "user-direction": "baselines.edit_user:UserDirection",
-    "judge-gradient": "baselines.edit_judge:JudgeGradient",
-    "oracle-direction": "baselines.edit_oracle:OracleDirection",
-}
+
+
+def _edit_methods() -> dict[str, str]:
+    from benchmark.registry import METHODS
+
+    return {n: spec.target for n, spec in METHODS.items() if TRACK in spec.tracks}
+
+
+#: the registered editing methods (name -> "module:Class"), read from benchmark.registry
+EDIT_METHODS: dict[str, str] = _edit_methods()
 DEFAULT_STEPS = (0.25, 0.5, 1.0, 2.0)
 DEFAULT_STEP = 1.0
 CURVE_METRICS = ("gain", "win_rate", "fidelity", "distance")
@@ -171,18 +173,23 @@ def positive_means(matrix: Any, latents: np.ndarray) -> np.ndarray:
 
 # the run -----------------------------------------------------------------------------------------
 def resolve_edit_method(name: str) -> tuple[str, type]:
-    import importlib
+    """A registered editing method or ``package.module:Class`` -> (name, class)."""
+    from benchmark.registry import resolve_method
 
-    target = EDIT_METHODS.get(name, name)
-    if ":" not in target:
+    if name not in EDIT_METHODS and ":" not in name:
         raise KeyError(f"unknown editing method {name!r}; registered: {sorted(EDIT_METHODS)} "
                        "(or pass package.module:Class)")
-    module, _, attr = target.partition(":")
-    try:
-        cls = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as e:
-        raise KeyError(f"cannot load editing method {target!r}: {e}") from e
-    return (name if name in EDIT_METHODS else getattr(cls, "name", attr)), cls
+    return resolve_method(name, track=TRACK)
+
+
+def method_bank(bank: EditBank, name: str, cls: type) -> EditBank:
+    """What method ``name`` may fit on: the bank without the truth (world, renderer) unless
+    it is a registered reference row (``oracle-direction``)."""
+    from benchmark.registry import is_reference
+
+    if is_reference(name, cls):
+        return bank
+    return dataclasses.replace(bank, world=None, renderer=None)
 
 
 def synthetic_bank(dataset: Any, lora_ids: Sequence[str], out: str | os.PathLike,
@@ -257,7 +264,7 @@ def run_lora_edit(
     from benchmark.lora.space import fit_space
     from benchmark.protocols import InteractionData
     from benchmark.results import make_record, record_path, seeded_protocol, write_record
-    from benchmark.runner import prepare_split, resolve_dataset, track_data
+    from benchmark.runner import method_figures, prepare_split, resolve_dataset, track_data
     from benchmark.splits import SplitConfig
 
     t_start = time.perf_counter()
@@ -330,7 +337,7 @@ def run_lora_edit(
         method = cls(seed=seed) if "seed" in _init_params(cls) else cls()
         try:
             t0 = time.perf_counter()
-            method.fit(edit_bank, train)
+            method.fit(method_bank(edit_bank, display, cls), train)
             t1 = time.perf_counter()
         except NotApplicable as e:
             echo(f"skip {display}: {e}")
@@ -368,7 +375,8 @@ def run_lora_edit(
             timing={"fit": t1 - t0, "evaluate": time.perf_counter() - t1},
             extra={"bank_size": float(len(bank_ids)), "n_components": float(space.components_
                    .shape[0]), "explained_variance": float(space.explained_variance_ratio_.sum()),
-                   "step_scale": scale, "default_step": float(default_step)},
+                   "step_scale": scale, "default_step": float(default_step),
+                   **method_figures(method, warn=echo)},
         )
         record["steps"] = steps
         record["judge"] = judge_name or ("synthetic truth" if world is not None
