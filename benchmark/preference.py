@@ -440,7 +440,8 @@ def evaluate_preference(
                + f"-k{k}",
                "fingerprint": split.fingerprint, "k": k, "few_shot_users": who,
                "params": split.meta.get("params", {})},
-        method={"name": name, "params": params},
+        method={"name": name, "class": f"{type(method).__module__}:{type(method).__qualname__}",
+                "params": params},
         summary={m: v for m, v in metrics.items() if np.isfinite(v)},
         per_user={c: per_user[c].to_numpy(float)
                   for c in ("user_accuracy", "user_accuracy_plain")},

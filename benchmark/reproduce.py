@@ -99,6 +99,8 @@ def reproduce(record_file: str | os.PathLike, data_dir: str | os.PathLike | None
     old = read_record(record_file)
     tmp = Path(tempfile.mkdtemp(prefix="gembench-reproduce-"))
     data = Path(data_dir) if data_dir is not None else tmp / "data"
+    if _job(old) != "ranking":
+        return _reproduce_job(old, record_file, tmp, data, data_dir is None, progress)
     ds = _dataset(old, data)
     config = dict(old["split"].get("config") or {})
     config.setdefault("protocol", unseeded_protocol(old["split"]["protocol"]))
@@ -114,6 +116,10 @@ def reproduce(record_file: str | os.PathLike, data_dir: str | os.PathLike | None
     if old["split"]["fingerprint"] not in (got, split.fingerprint):
         differences.append(f"split.fingerprint: {old['split']['fingerprint'][:12]} vs "
                            f"{got[:12]}")
+    checksum = split.meta.get("dataset", {}).get("files_sha256")
+    if old["dataset"].get("files_sha256") not in (None, checksum):
+        differences.append(f"dataset.files_sha256: {old['dataset']['files_sha256'][:12]} vs "
+                           f"{str(checksum)[:12]} (a different build of the data set)")
     fit, relevant = track_data(split, track.item_kind, "test")
     method = _method(old)
     side = side_for(old["method"]["name"], type(method),
@@ -133,5 +139,95 @@ def reproduce(record_file: str | os.PathLike, data_dir: str | os.PathLike | None
         shutil.rmtree(tmp / "data", ignore_errors=True)  # keep only the re-run record
     for key in COMPARED:
         _differences(old.get(key), new.get(key), key, differences)
+    return {"record": str(record_file), "match": not differences,
+            "differences": differences, "rerun": str(path)}
+
+
+def _job(record: dict[str, Any]) -> str:
+    """Which job wrote ``record``: ranking, rerank, preference or lora-edit."""
+    track, protocol = record.get("track"), str(record["split"].get("protocol", ""))
+    if track in ("preference", "lora-edit"):
+        return str(track)
+    return "rerank" if protocol.startswith("rerank-") else "ranking"
+
+
+def _method_ref(record: dict[str, Any]) -> str:
+    """How to ask for the record's method again: its registered name, else its class."""
+    from benchmark.registry import all_methods
+
+    name = record["method"]["name"]
+    if name in all_methods() or name.startswith("recbole:") or name == "reversed-first-stage":
+        return name
+    if not record["method"].get("class"):
+        raise DataError(f"record of {name!r} is a predictions submission; nothing to re-run",
+                        rule="only records of code runs are reproducible")
+    return str(record["method"]["class"])
+
+
+def _reproduce_job(old: dict[str, Any], record_file: str | os.PathLike, tmp: Path,
+                   data: Path, drop_data: bool, progress: bool) -> dict[str, Any]:
+    """Re-run the job that wrote a rerank, preference or lora-edit record, then compare.
+
+    The job is run for this record's method alone, with the record's split, candidate
+    list, k or edit configuration and seed, into ``tmp``; the re-run record has the same
+    relative path as the original, so the two are compared field by field.
+    """
+    job, seed, quiet = _job(old), int(old["seed"]), (lambda *a: None)
+    ds = _dataset(old, data)
+    results = tmp / "results"
+    method = _method_ref(old)
+    if job == "preference":
+        from benchmark.preference import run_preference
+
+        k = old["split"]["k"]
+        run_preference(ds, [method], ks=[k], seed=seed, data_dir=data, results_dir=results,
+                       echo=quiet)
+    elif job == "rerank":
+        from benchmark.rerank import run_rerank
+
+        c = old["split"]["candidates"]
+        run_rerank(str(ds.path), tracks=[old["track"]], methods=[method],
+                   first_stage=c["first_stage"], n_candidates=int(c["n_candidates"]),
+                   top_n=int(c.get("top_n", 50)),
+                   negatives=c.get("negatives", "top"), max_users=c.get("max_users"),
+                   split_protocol=old["split"]["base_protocol"], seed=seed, data_dir=data,
+                   results_dir=results, leaderboard_dir=None,
+                   method_params=old["method"].get("params") or {}, progress=progress,
+                   echo=quiet, candidates=c.get("mode", "top"))
+    else:
+        from benchmark.lora.track import run_lora_edit
+
+        config = old.get("edit_config")
+        if not config or not config.get("synthetic_bank") or "-judge-" in old["split"]["protocol"]:
+            raise DataError("this lora-edit record names no synthetic bank configuration (an "
+                            "older record, a bank of files, or a saved judge): re-run it with "
+                            "gembench edit run", path=str(record_file),
+                            rule="reproducible lora-edit records carry edit_config")
+        run_lora_edit(ds, methods=[method], steps=old["steps"],
+                      default_step=float(config["default_step"]), results_dir=results,
+                      data_dir=data, base_model=config.get("base_model"),
+                      n_components=int(config["n_components"]), n_users=int(config["n_users"]),
+                      loras_per_user=int(config["loras_per_user"]),
+                      bank_size=int(config["bank_size"]), seed=seed,
+                      encoder=config.get("encoder", "synthetic-clip"), progress=progress,
+                      echo=quiet)
+    path = record_path(results, old)
+    differences: list[str] = []
+    if not path.is_file():
+        differences.append(f"the re-run wrote no record at {path.relative_to(tmp)}")
+        new: dict[str, Any] = {}
+    else:
+        new = read_record(path)
+        if new["split"].get("fingerprint") != old["split"].get("fingerprint"):
+            differences.append(f"split.fingerprint: {str(old['split'].get('fingerprint'))[:12]}"
+                               f" vs {str(new['split'].get('fingerprint'))[:12]}")
+        old_sum, new_sum = (r["dataset"].get("files_sha256") for r in (old, new))
+        if old_sum != new_sum:
+            differences.append(f"dataset.files_sha256: {str(old_sum)[:12]} vs "
+                               f"{str(new_sum)[:12]} (a different build of the data set)")
+        for key in COMPARED:
+            _differences(old.get(key), new.get(key), key, differences)
+    if drop_data:
+        shutil.rmtree(data, ignore_errors=True)
     return {"record": str(record_file), "match": not differences,
             "differences": differences, "rerun": str(path)}

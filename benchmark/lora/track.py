@@ -379,6 +379,12 @@ def run_lora_edit(
                    **method_figures(method, warn=echo)},
         )
         record["steps"] = steps
+        # what `gembench run --reproduce` needs to rebuild the same bank, users and edits
+        record["edit_config"] = {"n_components": n_components, "n_users": n_users,
+                                 "loras_per_user": loras_per_user, "bank_size": bank_size,
+                                 "base_model": base_model, "encoder": encoder,
+                                 "default_step": default_step,
+                                 "synthetic_bank": bank is None}
         record["judge"] = judge_name or ("synthetic truth" if world is not None
                                          else type(judge).__name__)
         record["bank"] = {"path": str(index.path), "group": group, "form": index.form,
