@@ -169,7 +169,7 @@ class Cheater(RankingMethod):
 
 
 class PairCheater:
-    """Preference track: scores images by every judgement it can find, training or not."""
+    """Preference track: scores images by every judgement (pair or rating) it can find."""
 
     name = "pair-cheater"
 
@@ -191,6 +191,11 @@ class PairCheater:
                               strict=True):
             score[(u, a)] = score.get((u, a), 0.0) + (y - 0.5)
             score[(u, b)] = score.get((u, b), 0.0) - (y - 0.5)
+        for t in found["tables"]:  # ratings: the rating itself is the best score there is
+            if {"user_id", "image_id", "rating"} <= set(t.columns):
+                for u, i, r in zip(t["user_id"].astype(str), t["image_id"].astype(str),
+                                   t["rating"].astype(float), strict=True):
+                    score[(u, i)] = float(r)
         self.scores_ = score
         return self
 

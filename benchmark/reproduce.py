@@ -91,7 +91,13 @@ def reproduce(record_file: str | os.PathLike, data_dir: str | os.PathLike | None
     Returns ``match`` (bool), ``differences`` (at most one line per differing
     field), the new record and where it was written (a temporary folder).
     """
-    from benchmark.runner import prepare_split, run_method, track_data, track_side
+    from benchmark.runner import (
+        method_figures,
+        prepare_split,
+        run_method,
+        track_data,
+        track_side,
+    )
     from benchmark.splits import SplitConfig
     from benchmark.tasks import get_track
     from benchmark.views import side_for
@@ -132,7 +138,8 @@ def reproduce(record_file: str | os.PathLike, data_dir: str | os.PathLike | None
         user_ids=list(fit.user_ids[evaluation.user_idx]),
         counts={"n_users_evaluated": evaluation.n_users_evaluated,
                 "n_users_skipped": evaluation.n_users_skipped},
-        seed=old["seed"], timing=timing, extra=evaluation.extra,
+        seed=old["seed"], timing=timing,
+        extra={**evaluation.extra, **method_figures(method, warn=lambda *a: None)},
     )
     path = write_record(new, record_path(tmp / "results", new))
     if data_dir is None:

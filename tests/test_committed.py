@@ -104,3 +104,18 @@ def test_records_and_tables_are_the_same_bytes_on_1_and_n_threads(tmp_path, thre
     many = _run_records(tmp_path / "many", threads)
     assert one.keys() == many.keys() and len(one) >= 6
     assert [k for k in one if one[k] != many[k]] == []
+
+
+@pytest.mark.parametrize("track", ["lora-rec", "image-rec"])
+def test_committed_rerank_tables_rank_the_oracle_first_and_random_below_cf(track):
+    """The sound rerank protocol on synthetic-small: the truth is the top row, and random
+    and the reversed first stage fall below every collaborative reranker."""
+    import json
+
+    table = json.loads((BOARDS / "synthetic-small" / "rerank-itemknn-c10"
+                        / f"{track}.json").read_text())
+    score = {row["method"]: row["metrics"]["ndcg@5"] for row in table["rows"]}
+    assert table["rows"][0]["method"] == "oracle"
+    assert max(score.values()) == score["oracle"]
+    for cf in ("itemknn", "userknn", "popularity"):
+        assert score["random"] < score[cf] and score["reversed-first-stage"] < score[cf]

@@ -216,3 +216,19 @@ def test_a_methods_extra_attribute_cannot_crash_a_run(tiny, tmp_path, monkeypatc
     rec = json.loads(out["records"][0].read_text())
     assert rec["list_metrics"]["ok"] == 1.5 and "bad" not in rec["list_metrics"]
     assert any("not finite numbers" in w for w in warnings)
+
+
+def test_rating_cheater(tmp_path):
+    from pathlib import Path
+
+    from benchmark.data.pamela import import_pamela
+    from benchmark.ratings import evaluate_ratings, rating_split_from_column
+
+    sample = Path(__file__).resolve().parents[1] / "datasets" / "pamela-sample"
+    pamela = import_pamela(sample, tmp_path / "pamela", progress=False)
+    split = rating_split_from_column(pamela)
+    honest = evaluate_ratings(PairCheater(), split, dataset=pamela, n_boot=20)["metrics"]
+    cheat = evaluate_ratings(PairCheater(), split, side=SideInfo(pamela, "image"),
+                             n_boot=20)["metrics"]
+    assert cheat["spearman"] == 1.0  # handed the data set, it reads the test ratings
+    assert honest["spearman"] < 1.0
