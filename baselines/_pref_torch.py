@@ -20,35 +20,23 @@ history is used.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from benchmark.core.params import Params
 from benchmark.errors import DataError
 from benchmark.preference import DEFAULT_ENCODER, image_embeddings, lookup
 from benchmark.progress import progress_bar
 from benchmark.protocols import SideInfo
 
 
-class ParamsMixin:
+class ParamsMixin(Params):
     """``get_params`` / ``set_params`` read from the ``__init__`` signature (scikit-learn)."""
 
     name = "method"
-
-    def get_params(self) -> dict[str, Any]:
-        sig = inspect.signature(type(self).__init__)
-        return {p: getattr(self, p) for p in sig.parameters if p != "self"}
-
-    def set_params(self, **params: Any) -> ParamsMixin:
-        valid = self.get_params()
-        for key, value in params.items():
-            if key not in valid:
-                raise ValueError(f"{self.name} has no parameter {key!r}; it has {sorted(valid)}")
-            setattr(self, key, value)
-        return self
 
 
 @dataclass

@@ -30,6 +30,7 @@ from baselines._content import item_embeddings, normalise_rows
 from baselines._retrieval import FaissRetrieval
 from benchmark.errors import DataError, NotApplicable
 from benchmark.protocols import InteractionData, SideInfo
+from benchmark.views import text_encoder_of
 
 TEXT_KIND = "text"
 
@@ -128,7 +129,7 @@ class ClipText(FaissRetrieval):
             chosen = images.column("prompt").combine_chunks().take(pa.array(at, pa.int64()))
             codes, uniques = pd.factorize(
                 np.asarray(chosen.to_numpy(zero_copy_only=False), dtype=object))
-            vectors = view.text_encoder().encode(list(uniques))
+            vectors = text_encoder_of(view).encode(list(uniques))
             return vectors[codes] if len(codes) else np.zeros((0, vectors.shape[1]), np.float32)
         raise NotApplicable(f"no prompt embeddings (embeddings/{name}/{TEXT_KIND}.npy is "
                             "missing): run gembench embed --texts on the images table with "

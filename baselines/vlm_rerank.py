@@ -35,10 +35,11 @@ generate calls, each one batch of up to ``batch_size`` prompts), ``model_seconds
 Engines (``engine``): ``local`` runs the model in this process. ``ray`` sends the prompts
 whose scores are missing from the cache (plain data: image paths, the description if
 cached) as Ray Data ``map_batches`` to a pool of ``workers`` actors
-(:class:`benchmark.distributed._VLMActor`, one VLM loaded per actor, ``gpus_per_worker``
-GPUs each, at ``address`` or a local Ray); the driver writes each returned batch into the
-same cache and counts its model calls, then scores come from the cache as locally. So a
-lost worker loses nothing already cached and a rerun makes 0 calls with either engine.
+(:class:`VLMWorker` on :func:`benchmark.actor_map.actor_map`, one VLM loaded per actor,
+``gpus_per_worker`` GPUs each, at ``address`` or a local Ray); the driver writes each
+returned batch into the same cache and counts its model calls, then scores come from the
+cache as locally. So a lost worker loses nothing already cached and a rerun makes 0 calls
+with either engine.
 
 transformers: ``AutoProcessor`` + ``AutoModelForImageTextToText`` (the image-text-to-text
 auto class of transformers 5), prompts built with the processor's chat template, left
@@ -518,7 +519,7 @@ class VLMReranker(RankingMethod):
         """Run ``jobs`` on Ray actors in batches of ``batch_size``; store each batch's
         scores (and new descriptions) in the cache as it returns; count its model calls.
         Returns each job's value (a score, or a description job's per-candidate scores)."""
-        from benchmark.distributed import ray_vlm_scores
+        from benchmark.actor_map import actor_map, auto_gpus, ensure_ray
 
         out: list[Any] = [None] * len(jobs)
         if not jobs:
@@ -526,10 +527,18 @@ class VLMReranker(RankingMethod):
         params = {k: v for k, v in self.get_params().items()
                   if k not in ("engine", "address", "workers", "gpus_per_worker",
                                "cache_dir", "first_stage", "top_n", "images")}
-        for results, stats in ray_vlm_scores(params, mode, self.item_kind_, jobs,
-                                             self.batch_size, address=self.address,
-                                             workers=self.workers,
-                                             gpus_per_worker=self.gpus_per_worker):
+        ensure_ray(self.address)
+        device = params.get("device", "auto")
+        if device == "auto":
+            device = "cuda" if auto_gpus(self.gpus_per_worker) > 0 else "cpu"
+        size, drop = max(1, int(self.batch_size)), ("key", "score_keys")
+        payloads = [(mode, [{**{k: v for k, v in j.items() if k not in drop}, "id": lo + n}
+                            for n, j in enumerate(jobs[lo : lo + size])])
+                    for lo in range(0, len(jobs), size)]
+        kwargs = {"params": params, "item_kind": self.item_kind_, "device": device}
+        for _, (results, stats) in actor_map(VLMWorker, kwargs, payloads, workers=self.workers,
+                                             gpus_per_worker=self.gpus_per_worker,
+                                             ordered=False):
             rows: list[tuple[str, float | None, str | None]] = []
             for res in results:
                 job = jobs[res["id"]]
@@ -577,3 +586,63 @@ class VLMReranker(RankingMethod):
         valid = ordered >= 0
         base[rows[valid], ordered[valid]] = lift[valid]
         return base
+
+
+# ------------------------------------------------------------------------------ Ray
+class VLMWorker:
+    """One Ray actor's worker (:func:`benchmark.actor_map.actor_map`): loads the VLM once,
+    scores whole batches of prompts.
+
+    It runs the reranker's own local code (``next_token_logprobs``, ``generate``,
+    ``yes_no_score``, ``label_logprobs``) on a ``VLMReranker`` built from the driver's
+    hyper-parameters with no cache: only the driver reads and writes the cache.
+    """
+
+    def __init__(self, params: dict[str, Any], item_kind: str, device: str):
+        vlm = VLMReranker(**{**params, "device": device, "engine": "local",
+                             "cache_dir": None})
+        vlm.item_kind_ = item_kind
+        vlm.stats_ = {"n_model_calls": 0, "model_seconds": 0.0, "n_prompts": 0,
+                      "n_descriptions": 0}
+        vlm._loaded, vlm._cache = None, None
+        vlm._model()  # once per actor
+        self.vlm = vlm
+
+    def __call__(self, payload: tuple[str, list[dict[str, Any]]]
+                 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
+        mode, jobs = payload
+        before = dict(self.vlm.stats_)
+        results = self._yes_no(jobs) if mode == "yes-no" else self._describe(jobs)
+        return results, {k: v - before[k] for k, v in self.vlm.stats_.items()}
+
+    def _yes_no(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        vlm = self.vlm
+        messages = [yes_no_messages(len(j["images"]) - 1, vlm.item_kind_) for j in jobs]
+        values = vlm.yes_no_score(vlm.next_token_logprobs(messages,
+                                                          [j["images"] for j in jobs]))
+        return [{"id": j["id"], "value": float(v)} for j, v in zip(jobs, values, strict=True)]
+
+    def _describe(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        vlm = self.vlm
+        texts = [j["description"] for j in jobs]
+        need = [k for k, t in enumerate(texts) if t is None]
+        for start in range(0, len(need), vlm.batch_size):
+            part = need[start : start + vlm.batch_size]
+            hists = [jobs[k]["history"] for k in part]
+            made = vlm.generate([describe_messages(len(h), vlm.item_kind_) for h in hists],
+                                hists)
+            vlm.stats_["n_descriptions"] += len(part)
+            for k, t in zip(part, made, strict=True):
+                texts[k] = t
+        prompts = [(k, np.asarray(perm), paths) for k, j in enumerate(jobs)
+                   for perm, paths in zip(j["perms"], j["orders"], strict=True)]
+        totals = [np.zeros(len(j["perms"][0]) if j["perms"] else 0) for j in jobs]
+        for start in range(0, len(prompts), vlm.batch_size):
+            part = prompts[start : start + vlm.batch_size]
+            lp = vlm.next_token_logprobs([choice_messages(texts[k], len(perm))
+                                          for k, perm, _ in part],
+                                         [paths for _, _, paths in part])
+            for (k, perm, _), row in zip(part, lp, strict=True):
+                totals[k][perm] += vlm.label_logprobs(row, len(perm))
+        return [{"id": j["id"], "text": texts[k], "value": (totals[k] / vlm.n_orders).tolist()}
+                for k, j in enumerate(jobs)]

@@ -91,7 +91,7 @@ def evaluate(track: str, split: str | os.PathLike, submission: str | os.PathLike
     """
     import json
 
-    from benchmark.data.store import atomic_write_text
+    from benchmark.core.io import atomic_write_text
     from benchmark.submission import evaluate_submission, submission_record
     from benchmark.tasks import get_track
 
@@ -283,17 +283,16 @@ def fit_judge(method: str, out: str | os.PathLike, dataset: str | os.PathLike = 
     The judge is fitted exactly as the preference track evaluates it at this k (training
     pairs of seen users, k judgements of each held-out user); returns (folder, test metrics).
     """
-    import inspect
-
+    from benchmark.core.params import build
+    from benchmark.data.resolve import resolve_dataset
     from benchmark.judge import save_judge
     from benchmark.preference import evaluate_preference, prepare_preference_split
     from benchmark.registry import resolve_method
-    from benchmark.runner import resolve_dataset
 
     ds = resolve_dataset(dataset, data_dir, seed=seed, progress=False)
     split = prepare_preference_split(ds, data_dir, seed=seed)
     name, cls = resolve_method(method, track="preference")
-    model = cls(seed=seed) if "seed" in inspect.signature(cls.__init__).parameters else cls()
+    model = build(cls, seed)
     k = int(k) if str(k).isdigit() else k
     result = evaluate_preference(model, split, k, dataset=ds, method_name=name, seed=seed)
     path = save_judge(model, out, name=name, dataset=ds, split=split,

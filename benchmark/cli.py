@@ -142,7 +142,7 @@ def run(
             names.append(method)
         seed_list = _seeds(seeds, seed)
         if protocol == "rerank":
-            from benchmark.rerank import run_rerank
+            from benchmark.runner import run_rerank
 
             if metrics:
                 raise ValueError("--metrics does not apply to --protocol rerank (its short "

@@ -13,8 +13,9 @@ the same code (the embedding store with its resume file, atomic result records,
   where the cluster has GPUs). Results stream back in batch order into the local
   engine's partial store + progress file, so a run resumes (with either engine)
   at the first unfinished batch, and a lost worker loses nothing already written.
-* :func:`ray_vlm_scores` - ``vlm-rerank``'s uncached prompts, the same way (one VLM
-  per actor); the driver writes every returned score into the reranker's cache.
+* ``vlm-rerank``'s uncached prompts go the same way (``baselines.vlm_rerank.VLMWorker``
+  on :func:`benchmark.actor_map.actor_map`, one VLM per actor); the driver writes every
+  returned score into the reranker's cache.
 * :func:`ray_run_benchmark` - one Ray task per (seed, track, method) run; each writes its
   record atomically. :func:`ray_tune` - one Ray task per tuning trial.
 
@@ -26,78 +27,26 @@ are resolved from the driver's working folder.
 from __future__ import annotations
 
 import os
-import pickle
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from benchmark.errors import GembenchError
+from benchmark.actor_map import (  # noqa: F401  (RayUnavailable, ensure_ray: public here)
+    RayUnavailable,
+    _check_reachable,
+    actor_map,
+    auto_gpus,
+    ensure_ray,
+    in_driver_folder,
+)
 
 #: retries of a failed batch inside its actor before Ray's own task retry
 BATCH_RETRIES = 2
 
 
-class RayUnavailable(GembenchError):
-    """Ray is not installed or the cluster at ``--address`` cannot be reached."""
-
-
-def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
-    """Connect to (``address``: ``auto`` or ``host:port``) or start a local Ray.
-
-    Does nothing when Ray is already initialised (a test or a notebook started it);
-    returns True when this call initialised it. ``num_cpus`` caps a local Ray only.
-    """
-    try:
-        import ray
-    except ImportError as e:  # pragma: no cover - ray is a pinned dependency
-        raise RayUnavailable("the Ray engine needs ray: pip install -c constraints.txt "
-                             "'ray[data]'") from e
-    if ray.is_initialized():
-        return False
-    _check_reachable(address)
-    try:
-        ray.init(address=address or None, num_cpus=None if address else num_cpus,
-                 include_dashboard=False, log_to_driver=False, configure_logging=False)
-    except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
-        where = f"at {address!r}" if address else "locally"
-        raise RayUnavailable(
-            f"cannot start or reach a Ray cluster {where}: {e} (start one with "
-            "`ray start --head` and pass --address auto, or drop --address for a local Ray)"
-        ) from e
-    return True
-
-
-def _check_reachable(address: str | None, timeout: float = 5.0) -> None:
-    """Fail in seconds, not minutes: ``ray.init`` retries an unreachable GCS for long."""
-    import socket
-
-    if not address or address == "auto" or "://" in address:
-        return
-    host, _, port = address.rpartition(":")
-    try:
-        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
-            pass
-    except (OSError, ValueError) as e:
-        raise RayUnavailable(
-            f"cannot reach the Ray cluster at {address!r}: {e} (is `ray start --head` "
-            "running there? on the head node, --address auto finds it)"
-        ) from e
-
-
-def _auto_gpus(gpus_per_worker: float | None) -> float:
-    """``gpus_per_worker``, or 1 when the cluster has GPUs and none was given."""
-    if gpus_per_worker is not None:
-        return float(gpus_per_worker)
-    import ray
-
-    return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
-
-
 # embedding ---------------------------------------------------------------------------
-class _EmbedActor:
-    """One Ray Data actor: loads the encoder once, then computes whole batches."""
+class EmbedWorker:
+    """Loads the encoder once (one per Ray actor), then encodes batches ``(b, ids, items)``."""
 
     def __init__(self, encoder: Any, device: str | None, images: bool,
                  retries: int = BATCH_RETRIES, fail_once: Sequence[int] = ()):
@@ -113,26 +62,21 @@ class _EmbedActor:
         self.enc, self.images, self.retries = enc, images, retries
         self.fail_once = set(fail_once)  # tests: batches whose first attempt fails
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def __call__(self, payload: tuple[int, list[str], list[str]]) -> Any:
         from benchmark.embed import encode_batch
 
-        out = []
-        for b, ids, items in zip(batch["b"], batch["ids"], batch["items"], strict=True):
-            ids = [str(i) for i in ids]
-            items = [Path(str(i)) for i in items] if self.images else [str(i) for i in items]
-            for attempt in range(self.retries + 1):
-                try:
-                    if int(b) in self.fail_once:
-                        self.fail_once.discard(int(b))
-                        raise OSError(f"injected failure of batch {int(b)}")
-                    result = encode_batch(self.enc, ids, items, self.images)
-                    break
-                except Exception:
-                    if attempt == self.retries:
-                        raise
-            out.append(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
-        return {"b": np.asarray(batch["b"], dtype=np.int64),
-                "payload": np.array(out, dtype=object)}
+        b, ids, items = payload
+        items = [Path(str(i)) for i in items] if self.images else [str(i) for i in items]
+        for attempt in range(self.retries + 1):
+            try:
+                if int(b) in self.fail_once:
+                    self.fail_once.discard(int(b))
+                    raise OSError(f"injected failure of batch {int(b)}")
+                return encode_batch(self.enc, [str(i) for i in ids], items, self.images)
+            except Exception:
+                if attempt == self.retries:
+                    raise
+        raise AssertionError("unreachable")
 
 
 def ray_batches(encoder: Any, device: str | None = None, workers: int = 2,
@@ -143,46 +87,25 @@ def ray_batches(encoder: Any, device: str | None = None, workers: int = 2,
 
     ``encoder`` is what each actor loads: a spec string (loaded by the actor, on its
     GPU when it has one) or an :class:`~benchmark.embed.Encoder` object (shipped).
+    Results come back in batch order (:func:`benchmark.actor_map.actor_map`).
     """
 
     def compute(enc: Any, ids: Sequence[str], items: Sequence[Any], images: bool,
                 batch_size: int, first: int, end: int, _workers: int = 4) -> Iterator[Any]:
-        import ray
-
         if first >= end:
             return
-        gpus = _auto_gpus(gpus_per_worker)
-        actor_device = device or ("cuda" if gpus > 0 else "cpu")
-        rows = []
+        actor_device = device or ("cuda" if auto_gpus(gpus_per_worker) > 0 else "cpu")
+        payloads = []
         for b in range(first, end):
             lo, hi = b * batch_size, min(len(ids), (b + 1) * batch_size)
-            rows.append({"b": b, "ids": list(ids[lo:hi]),
-                         "items": [str(i) for i in items[lo:hi]]})
-        ctx = ray.data.DataContext.get_current()
-        old = ctx.execution_options.preserve_order, ctx.enable_progress_bars
-        ctx.execution_options.preserve_order = True
-        ctx.enable_progress_bars = progress
-        try:
-            ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
-                _EmbedActor,
-                fn_constructor_kwargs={"encoder": encoder, "device": actor_device,
-                                       "images": images, "fail_once": tuple(fail_once)},
-                batch_size=1,
-                batch_format="numpy",
-                concurrency=max(1, int(workers)),
-                num_cpus=cpus_per_worker,
-                num_gpus=gpus or None,
-            )  # Ray Data restarts a lost actor and retries its batch (max_restarts=-1)
-            waiting: dict[int, Any] = {}
-            expected = first
-            for row in ds.iter_rows():
-                waiting[int(row["b"])] = row["payload"]
-                while expected in waiting:  # in batch order, whatever order they finish
-                    ok, vecs, lost = pickle.loads(waiting.pop(expected))
-                    yield expected, ok, vecs, lost
-                    expected += 1
-        finally:
-            ctx.execution_options.preserve_order, ctx.enable_progress_bars = old
+            payloads.append((b, list(ids[lo:hi]), [str(i) for i in items[lo:hi]]))
+        kwargs = {"encoder": encoder, "device": actor_device, "images": images,
+                  "fail_once": tuple(fail_once)}
+        for b, (ok, vecs, lost) in actor_map(EmbedWorker, kwargs, payloads, first=first,
+                                             workers=workers, gpus_per_worker=gpus_per_worker,
+                                             cpus_per_worker=cpus_per_worker, ordered=True,
+                                             progress=progress):
+            yield b, ok, vecs, lost
 
     return compute
 
@@ -226,136 +149,13 @@ def ray_embed(
 
 
 # vlm-rerank --------------------------------------------------------------------------
-class _VLMActor:
-    """One Ray Data actor of ``vlm-rerank``: loads the VLM once, scores whole batches.
-
-    It runs the reranker's own local code (``next_token_logprobs``, ``generate``,
-    ``yes_no_score``, ``label_logprobs``) on a ``VLMReranker`` built from the driver's
-    hyper-parameters with no cache: only the driver reads and writes the cache.
-    """
-
-    def __init__(self, params: dict[str, Any], item_kind: str, device: str, cwd: str):
-        from baselines.vlm_rerank import VLMReranker
-
-        _in_driver_folder(cwd)  # relative model / image paths mean the driver's
-        vlm = VLMReranker(**{**params, "device": device, "engine": "local",
-                             "cache_dir": None})
-        vlm.item_kind_ = item_kind
-        vlm.stats_ = {"n_model_calls": 0, "model_seconds": 0.0, "n_prompts": 0,
-                      "n_descriptions": 0}
-        vlm._loaded, vlm._cache = None, None
-        vlm._model()  # once per actor
-        self.vlm = vlm
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = []
-        for payload in batch["payload"]:
-            mode, jobs = pickle.loads(payload)
-            before = dict(self.vlm.stats_)
-            results = self._yes_no(jobs) if mode == "yes-no" else self._describe(jobs)
-            stats = {k: v - before[k] for k, v in self.vlm.stats_.items()}
-            out.append(pickle.dumps((results, stats), protocol=pickle.HIGHEST_PROTOCOL))
-        return {"b": np.asarray(batch["b"], dtype=np.int64),
-                "payload": np.array(out, dtype=object)}
-
-    def _yes_no(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from baselines.vlm_rerank import yes_no_messages
-
-        vlm = self.vlm
-        messages = [yes_no_messages(len(j["images"]) - 1, vlm.item_kind_) for j in jobs]
-        values = vlm.yes_no_score(vlm.next_token_logprobs(messages,
-                                                          [j["images"] for j in jobs]))
-        return [{"id": j["id"], "value": float(v)} for j, v in zip(jobs, values, strict=True)]
-
-    def _describe(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from baselines.vlm_rerank import choice_messages, describe_messages
-
-        vlm = self.vlm
-        texts = [j["description"] for j in jobs]
-        need = [k for k, t in enumerate(texts) if t is None]
-        for start in range(0, len(need), vlm.batch_size):
-            part = need[start : start + vlm.batch_size]
-            hists = [jobs[k]["history"] for k in part]
-            made = vlm.generate([describe_messages(len(h), vlm.item_kind_) for h in hists],
-                                hists)
-            vlm.stats_["n_descriptions"] += len(part)
-            for k, t in zip(part, made, strict=True):
-                texts[k] = t
-        prompts = [(k, np.asarray(perm), paths) for k, j in enumerate(jobs)
-                   for perm, paths in zip(j["perms"], j["orders"], strict=True)]
-        totals = [np.zeros(len(j["perms"][0]) if j["perms"] else 0) for j in jobs]
-        for start in range(0, len(prompts), vlm.batch_size):
-            part = prompts[start : start + vlm.batch_size]
-            lp = vlm.next_token_logprobs([choice_messages(texts[k], len(perm))
-                                          for k, perm, _ in part],
-                                         [paths for _, _, paths in part])
-            for (k, perm, _), row in zip(part, lp, strict=True):
-                totals[k][perm] += vlm.label_logprobs(row, len(perm))
-        return [{"id": j["id"], "text": texts[k], "value": (totals[k] / vlm.n_orders).tolist()}
-                for k, j in enumerate(jobs)]
-
-
-def ray_vlm_scores(params: dict[str, Any], mode: str, item_kind: str,
-                   jobs: Sequence[dict[str, Any]], batch_size: int, *,
-                   address: str | None = None, workers: int = 2,
-                   gpus_per_worker: float | None = None, cpus_per_worker: float = 1.0,
-                   progress: bool = False) -> Iterator[tuple[list[dict[str, Any]],
-                                                              dict[str, float]]]:
-    """``vlm-rerank``'s uncached prompts as Ray Data ``map_batches`` over ``workers`` actors.
-
-    ``jobs`` are plain data (image paths, a cached description or None); each Ray row is
-    ``batch_size`` of them. Yields, per finished row, its results (``id``: the job's index
-    in ``jobs``) and its cost counters, so the driver can cache them as they arrive.
-    """
-    import ray
-
-    ensure_ray(address)
-    gpus = _auto_gpus(gpus_per_worker)
-    device = params.get("device", "auto")
-    if device == "auto":
-        device = "cuda" if gpus > 0 else "cpu"
-    drop = ("key", "score_keys")
-    rows = []
-    for b, lo in enumerate(range(0, len(jobs), max(1, int(batch_size)))):
-        part = [{**{k: v for k, v in j.items() if k not in drop}, "id": lo + n}
-                for n, j in enumerate(jobs[lo : lo + max(1, int(batch_size))])]
-        rows.append({"b": b, "payload": pickle.dumps((mode, part),
-                                                     protocol=pickle.HIGHEST_PROTOCOL)})
-    if not rows:
-        return
-    ctx = ray.data.DataContext.get_current()
-    old = ctx.enable_progress_bars
-    ctx.enable_progress_bars = progress
-    try:
-        ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
-            _VLMActor,
-            fn_constructor_kwargs={"params": dict(params), "item_kind": item_kind,
-                                   "device": device, "cwd": os.getcwd()},
-            batch_size=1,
-            batch_format="numpy",
-            concurrency=max(1, min(int(workers), len(rows))),
-            num_cpus=cpus_per_worker,
-            num_gpus=gpus or None,
-        )
-        for row in ds.iter_rows():
-            yield pickle.loads(row["payload"])
-    finally:
-        ctx.enable_progress_bars = old
-
-
 # runs and tuning ---------------------------------------------------------------------
-def _in_driver_folder(cwd: str) -> None:
-    """Relative paths in a task mean what they mean in the driver (shared file system)."""
-    if os.path.isdir(cwd) and os.getcwd() != cwd:
-        os.chdir(cwd)
-
-
 def _run_one_task(cwd: str, ds: Any, split: Any, track_name: str, method_name: str,
                   fit: Any, relevant: Any, side: Any, options: dict[str, Any]
                   ) -> tuple[str | None, tuple[str, str, str] | None, list[str]]:
     from benchmark.runner import run_one
 
-    _in_driver_folder(cwd)
+    in_driver_folder(cwd)
     lines: list[str] = []
     path, skip = run_one(ds, split, track_name, method_name, fit, relevant, side,
                          echo=lines.append, progress=False, **options)
@@ -366,7 +166,7 @@ def _run_pair_task(cwd: str, ds: Any, track: str, method: str, seed: int, data_d
                    results_dir: str) -> tuple[list[str], list[tuple[str, str, str]], list[str]]:
     from benchmark.runner import run_pair_one
 
-    _in_driver_folder(cwd)
+    in_driver_folder(cwd)
     lines: list[str] = []
     paths, skips = run_pair_one(ds, track, method, seed=seed, data_dir=data_dir,
                                 results_dir=results_dir, echo=lines.append)
@@ -490,7 +290,7 @@ def _trial_task(cwd: str, cls: type, seed: int, params: dict[str, Any], fit: Any
                 memory_budget_mb: float) -> dict[str, Any]:
     from benchmark.tuning import run_trial
 
-    _in_driver_folder(cwd)
+    in_driver_folder(cwd)
     return run_trial(cls, seed, params, fit, relevant, side, metrics, metric,
                      memory_budget_mb)
 

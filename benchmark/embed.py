@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmark.data.store import atomic_write_text
+from benchmark.core.io import atomic_write_text
 from benchmark.errors import DataError, GembenchError
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}

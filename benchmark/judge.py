@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmark.data.store import atomic_write_text
+from benchmark.core.io import atomic_write_text
 from benchmark.errors import DataError
 from benchmark.preference import dataset_info
 from benchmark.views import stored_file

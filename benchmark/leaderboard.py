@@ -25,9 +25,15 @@ from typing import Any, Literal, overload
 import numpy as np
 
 from benchmark import __version__
-from benchmark.data.store import atomic_write_text
+from benchmark.core.io import atomic_write_text
 from benchmark.errors import DataError
-from benchmark.results import load_records, seeded_protocol, unseeded_protocol
+from benchmark.results import (
+    load_records,
+    most_common_key,
+    record_split_key,
+    seeded_protocol,
+    unseeded_protocol,
+)
 from benchmark.significance import ALPHA, TEST_DESCRIPTIONS, compare_with_best
 
 TABLE_METRICS = ("recall@10", "recall@20", "recall@50", "ndcg@10", "ndcg@20", "ndcg@50",
@@ -204,13 +210,13 @@ def build_tables(results_dir: str | os.PathLike, test: str = TEST
     for (dataset, protocol, track), members in sorted(groups.items()):
         # the table's split and data: the (track fingerprint, data set checksum) most
         # records share (ties: lexicographically first)
-        fingerprint, checksum = _most_common([_split_key(r) for _, r in members])
+        fingerprint, checksum = most_common_key([record_split_key(r) for _, r in members])
         rows, vectors, kept = [], {}, []
         for path, r in members:
-            if _split_key(r) != (fingerprint, checksum):
+            if record_split_key(r) != (fingerprint, checksum):
                 what = ("split fingerprint", r["split"]["fingerprint"], fingerprint)
                 if r["split"]["fingerprint"] == fingerprint:
-                    what = ("data set checksum", str(_split_key(r)[1]), str(checksum))
+                    what = ("data set checksum", str(record_split_key(r)[1]), str(checksum))
                 notes.append(f"{path}: {what[0]} {what[1][:12]} differs from the table's "
                              f"{what[2][:12]}; left out")
                 continue
@@ -1174,31 +1180,3 @@ def select_tables(tables: list[dict[str, Any]], track: str | None = None,
             and (protocol is None or t["protocol"] == protocol)]
 
 
-def _split_key(record: dict[str, Any]) -> tuple[str, str | None]:
-    """What a record's numbers are comparable by: (its split's track fingerprint, its data
-    set's checksum, ``dataset.files_sha256``)."""
-    return (str(record["split"]["fingerprint"]), record["dataset"].get("files_sha256"))
-
-
-def _most_common(keys: list[tuple[str, str | None]]) -> tuple[str, str | None]:
-    counts: dict[tuple[str, str | None], int] = defaultdict(int)
-    for key in keys:
-        counts[key] += 1
-    return sorted(counts, key=lambda k: (-counts[k], k[0], str(k[1])))[0]
-
-
-def table_split(results_dir: str | os.PathLike, dataset: str, protocol: str, track: str
-                ) -> tuple[str, str | None] | None:
-    """(track fingerprint, data set checksum) of the existing table for (dataset, protocol,
-    track), if any: the pair most of its records share, as :func:`build_tables` picks it."""
-    keys = [_split_key(r) for _, r in load_records(results_dir)
-            if (r["dataset"]["name"], r["split"]["protocol"], r["track"]) == (dataset, protocol,
-                                                                               track)]
-    return _most_common(keys) if keys else None
-
-
-def table_fingerprint(results_dir: str | os.PathLike, dataset: str, protocol: str,
-                      track: str) -> str | None:
-    """The split fingerprint of the existing table for (dataset, protocol, track), if any."""
-    key = table_split(results_dir, dataset, protocol, track)
-    return None if key is None else key[0]

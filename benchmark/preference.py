@@ -27,7 +27,9 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 import pandas as pd
 
-from benchmark.data.store import Dataset, atomic_write_text
+from benchmark.core.io import atomic_write_text
+from benchmark.core.params import build
+from benchmark.data.store import Dataset
 from benchmark.errors import DataError
 from benchmark.metrics import auc, pairwise_accuracy
 from benchmark.protocols import SideInfo
@@ -477,14 +479,11 @@ def dataset_info(dataset: Dataset, absolute: bool = False) -> dict[str, Any]:
 def prepare_preference_split(dataset: Dataset, data_dir: str | os.PathLike = "data",
                              seed: int = 0, **params: Any) -> PreferenceSplit:
     """The preference split of ``dataset``, cached under ``data_dir/splits`` and reused."""
-    key = hashlib.sha256(json.dumps([dataset.meta.get("files", {}), seed, params],
-                                    sort_keys=True, default=list).encode()).hexdigest()[:12]
-    path = Path(data_dir) / "splits" / dataset.name / f"per-user-pairs-{key}"
-    if (path / "split.json").is_file():
-        return load_preference_split(path)
-    split = make_preference_split(dataset, seed=seed, **params)
-    split.save(path)
-    return split
+    from benchmark.splits import cached_split
+
+    return cached_split(dataset, "per-user-pairs", [seed, params], data_dir,
+                        load_preference_split,
+                        lambda: make_preference_split(dataset, seed=seed, **params))
 
 
 def run_preference(
@@ -504,8 +503,6 @@ def run_preference(
     leaderboard table and the accuracy-vs-k curve is drawn across them. Returns (record
     paths, skipped (track, method, why)).
     """
-    import inspect
-
     from benchmark.errors import NotApplicable
     from benchmark.registry import METHODS, resolve_method
 
@@ -517,9 +514,8 @@ def run_preference(
     written, skipped = [], []
     for name in names:
         display, cls = resolve_method(name, track=TRACK)
-        takes_seed = "seed" in inspect.signature(cls.__init__).parameters
         for k in ks:
-            method = cls(seed=seed) if takes_seed else cls()
+            method = build(cls, seed)
             try:
                 out = evaluate_preference(method, split, k,
                                           side=side_for(display, cls, side, dataset),

@@ -9,13 +9,14 @@ method never needs to.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+
+from benchmark.core.params import Params
 
 if TYPE_CHECKING:
     from benchmark.data.store import Dataset
@@ -106,7 +107,7 @@ class SideInfo:
                 f" extra={sorted(self.extra)})")
 
 
-class RankingMethod:
+class RankingMethod(Params):
     """Base class for ranking methods; subclasses set ``name`` and implement two methods."""
 
     name: ClassVar[str] = "method"
@@ -116,23 +117,3 @@ class RankingMethod:
 
     def score(self, user_idx: np.ndarray) -> np.ndarray:
         raise NotImplementedError
-
-    def get_params(self) -> dict[str, Any]:
-        """Hyper-parameters: the ``__init__`` arguments, read back from attributes."""
-        if type(self).__init__ is object.__init__:
-            return {}
-        sig = inspect.signature(type(self).__init__)
-        skip = (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
-        return {
-            p: getattr(self, p)
-            for p in sig.parameters
-            if p != "self" and sig.parameters[p].kind not in skip
-        }
-
-    def set_params(self, **params: Any) -> RankingMethod:
-        valid = self.get_params()
-        for key, value in params.items():
-            if key not in valid:
-                raise ValueError(f"{self.name} has no parameter {key!r}; it has {sorted(valid)}")
-            setattr(self, key, value)
-        return self

@@ -131,6 +131,9 @@ METHODS: dict[str, MethodSpec] = {
     ]
 }
 
+#: the module that runs any RecBole model as ``recbole:<Model>``
+RECBOLE_ADAPTER = "baselines.recbole_adapter"
+
 #: data sets that `gembench run --dataset NAME` can build by itself
 DATASETS: dict[str, str] = {
     "synthetic-tiny": "seeded synthetic world, tiny scale (tests)",
@@ -196,8 +199,8 @@ def resolve_method(name: str, track: str | None = None) -> tuple[str, type[Ranki
     """
     methods = all_methods()
     if name.startswith("recbole:"):  # any RecBole model by name; torch loads only on fit
-        from baselines.recbole_adapter import for_model
-
+        # imported by name like every registered target (the registry imports no method)
+        for_model = importlib.import_module(RECBOLE_ADAPTER).for_model
         return name, for_model(name.partition(":")[2])
     if name in methods:
         if track is not None and track not in methods[name].tracks:

@@ -33,8 +33,8 @@ COMPARED = ("metrics", "intervals", "list_metrics", "per_user", "n_users_evaluat
 
 
 def _dataset(record: dict[str, Any], data_dir: Path) -> Dataset:
+    from benchmark.data.resolve import resolve_dataset
     from benchmark.registry import DATASETS
-    from benchmark.runner import resolve_dataset
 
     path = record["dataset"].get("path")
     if path and (Path(path) / "dataset.json").is_file():
@@ -91,15 +91,10 @@ def reproduce(record_file: str | os.PathLike, data_dir: str | os.PathLike | None
     Returns ``match`` (bool), ``differences`` (at most one line per differing
     field), the new record and where it was written (a temporary folder).
     """
-    from benchmark.runner import (
-        method_figures,
-        prepare_split,
-        run_method,
-        track_data,
-        track_side,
-    )
-    from benchmark.splits import SplitConfig
+    from benchmark.results import method_figures
+    from benchmark.splits import SplitConfig, prepare_split
     from benchmark.tasks import get_track
+    from benchmark.tracks.ranking import run_method, track_data, track_side
     from benchmark.views import side_for
 
     old = read_record(record_file)
@@ -190,15 +185,15 @@ def _reproduce_job(old: dict[str, Any], record_file: str | os.PathLike, tmp: Pat
         run_preference(ds, [method], ks=[k], seed=seed, data_dir=data, results_dir=results,
                        echo=quiet)
     elif job == "rerank":
-        from benchmark.rerank import run_rerank
+        from benchmark.rerank import rerank_records
 
         c = old["split"]["candidates"]
-        run_rerank(str(ds.path), tracks=[old["track"]], methods=[method],
+        rerank_records(str(ds.path), tracks=[old["track"]], methods=[method],
                    first_stage=c["first_stage"], n_candidates=int(c["n_candidates"]),
                    top_n=int(c.get("top_n", 50)),
                    negatives=c.get("negatives", "top"), max_users=c.get("max_users"),
                    split_protocol=old["split"]["base_protocol"], seed=seed, data_dir=data,
-                   results_dir=results, leaderboard_dir=None,
+                   results_dir=results,
                    method_params=old["method"].get("params") or {}, progress=progress,
                    echo=quiet, candidates=c.get("mode", "top"))
     else:

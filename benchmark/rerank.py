@@ -68,6 +68,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from benchmark.core.params import build, jsonable
 from benchmark.errors import GembenchError, NotApplicable
 from benchmark.metrics import parse_metric, ranking_metrics
 from benchmark.progress import progress_bar
@@ -86,7 +87,7 @@ __all__ = [
     "make_candidates",
     "protocol_name",
     "rerank_scores",
-    "run_rerank",
+    "rerank_records",
 ]
 
 #: metrics reported by the protocol (those with k > n_candidates are dropped); over all
@@ -432,7 +433,7 @@ def evaluate_rerank(
                             first_stage_hit=hit)
 
 
-def run_rerank(
+def rerank_records(
     dataset: str | os.PathLike = "synthetic-small",
     tracks: list[str] | None = None,
     methods: list[str] | None = None,
@@ -445,14 +446,15 @@ def run_rerank(
     seed: int = 0,
     data_dir: str | os.PathLike = "data",
     results_dir: str | os.PathLike = "results",
-    leaderboard_dir: str | os.PathLike | None = "leaderboards",
     method_params: dict[str, Any] | None = None,
     images: str | os.PathLike | None = None,
     progress: bool = True,
     echo=print,
     candidates: str = "top",
 ) -> dict[str, Any]:
-    """``gembench run --protocol rerank``: candidates from ``first_stage``, then each method.
+    """The rerank records of ``gembench run --protocol rerank`` (the tables are the run
+    layer's: :func:`benchmark.runner.run_rerank`): candidates from ``first_stage``, then
+    each method.
 
     ``candidates``: ``"top"`` (default, protocol ``rerank-<first stage>-c<n>``) hands each
     test user the first stage's own top-``n_candidates``; ``"inserted"`` (ImageGem's,
@@ -469,25 +471,19 @@ def run_rerank(
     (all test users), ``cond_<metric>`` (users whose list holds a held-out item) and
     ``first_stage_hit@<n>``; ``rerank_views`` gives the users of each view.
     """
-    from benchmark.leaderboard import write_leaderboards
+    from benchmark.data.resolve import resolve_dataset
     from benchmark.registry import resolve_method
     from benchmark.results import (
         bootstrap_interval,
         make_record,
+        method_figures,
         record_path,
         seeded_protocol,
         write_record,
     )
-    from benchmark.runner import (
-        _jsonable,
-        method_figures,
-        prepare_split,
-        resolve_dataset,
-        track_data,
-        track_side,
-    )
-    from benchmark.splits import SplitConfig
+    from benchmark.splits import SplitConfig, prepare_split
     from benchmark.tasks import get_track
+    from benchmark.tracks.ranking import track_data, track_side
     from benchmark.views import side_for
 
     _check_mode(candidates)
@@ -555,7 +551,7 @@ def run_rerank(
                        "candidates": {k: v for k, v in cands.params.items()
                                       if k != "first_stage"} | {"first_stage": fs_name}},
                 method={"name": display, "class": f"{cls.__module__}:{cls.__qualname__}",
-                        "params": _jsonable(_safe_params(method)), "tuned": False,
+                        "params": jsonable(_safe_params(method)), "tuned": False,
                         "tuned_on": None},
                 summary=evaluation.summary,
                 per_user=evaluation.per_user,
@@ -596,19 +592,11 @@ def run_rerank(
                  f"({evaluation.stats['n_model_calls']} model calls)")
     result: dict[str, Any] = {"dataset": ds, "split": split, "records": written,
                               "skipped": skipped}
-    if leaderboard_dir is not None:
-        files, tables, notes = write_leaderboards(results_dir, leaderboard_dir)
-        result.update(leaderboard_files=files, tables=tables, notes=notes)
     return result
 
 
 def _build(cls: type, seed: int, params: dict[str, Any]) -> RankingMethod:
-    from benchmark.runner import _init_params
-
-    accepted = _init_params(cls)
-    method = cls(seed=seed) if "seed" in accepted else cls()
-    mine = {k: v for k, v in params.items() if k in accepted}
-    return method.set_params(**mine) if mine else method
+    return build(cls, seed, params, only_known=True)
 
 
 def _safe_params(method: RankingMethod) -> dict[str, Any]:

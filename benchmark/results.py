@@ -14,13 +14,14 @@ import platform
 import re
 import resource
 import sys
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from benchmark import __version__
-from benchmark.data.store import atomic_write_text
+from benchmark.core.io import atomic_write_text
 from benchmark.errors import DataError
 
 RECORD_SCHEMA = "gembench.result/1"
@@ -238,3 +239,59 @@ def load_records(results_dir: str | os.PathLike) -> list[tuple[Path, dict[str, A
     if not root.is_dir():
         return []
     return [(p, read_record(p)) for p in sorted(root.rglob("*.json"))]
+
+
+def method_figures(method: Any, warn=print) -> dict[str, float]:
+    """The finite numbers of a method's ``extra_`` dict (recorded as list metrics).
+
+    Why: ``extra_`` is the method's own attribute; anything else in it (a list, a string, a
+    non-dict) is left out with a warning instead of crashing the run.
+    """
+    extra = getattr(method, "extra_", None)
+    if extra is None:
+        return {}
+    if not isinstance(extra, dict):
+        warn(f"warning: {type(method).__name__}.extra_ is a {type(extra).__name__}, not a dict "
+             "of numbers; not recorded")
+        return {}
+    out, dropped = {}, []
+    for key, value in extra.items():
+        if (isinstance(key, str) and isinstance(value, (int, float, np.integer, np.floating))
+                and not isinstance(value, bool) and np.isfinite(value)):
+            out[key] = float(value)
+        else:
+            dropped.append(str(key))
+    if dropped:
+        warn(f"warning: {type(method).__name__}.extra_ entries {dropped} are not finite "
+             "numbers; not recorded")
+    return out
+
+
+def record_split_key(record: dict[str, Any]) -> tuple[str, str | None]:
+    """What a record's numbers are comparable by: (its split's track fingerprint, its data
+    set's checksum, ``dataset.files_sha256``)."""
+    return (str(record["split"]["fingerprint"]), record["dataset"].get("files_sha256"))
+
+
+def most_common_key(keys: list[tuple[str, str | None]]) -> tuple[str, str | None]:
+    counts: dict[tuple[str, str | None], int] = defaultdict(int)
+    for key in keys:
+        counts[key] += 1
+    return sorted(counts, key=lambda k: (-counts[k], k[0], str(k[1])))[0]
+
+
+def table_split(results_dir: str | os.PathLike, dataset: str, protocol: str, track: str
+                ) -> tuple[str, str | None] | None:
+    """(track fingerprint, data set checksum) of the existing table for (dataset, protocol,
+    track), if any: the pair most of its records share, as :func:`build_tables` picks it."""
+    keys = [record_split_key(r) for _, r in load_records(results_dir)
+            if (r["dataset"]["name"], r["split"]["protocol"], r["track"]) == (dataset, protocol,
+                                                                               track)]
+    return most_common_key(keys) if keys else None
+
+
+def table_fingerprint(results_dir: str | os.PathLike, dataset: str, protocol: str,
+                      track: str) -> str | None:
+    """The split fingerprint of the existing table for (dataset, protocol, track), if any."""
+    key = table_split(results_dir, dataset, protocol, track)
+    return None if key is None else key[0]

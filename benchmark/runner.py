@@ -7,133 +7,46 @@ new ones (the next-item protocol). Tuning (valid part) fits on train alone.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
-import time
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 
+from benchmark.core.params import build, jsonable
+
+# the shared pieces, importable from here as before
+from benchmark.data.resolve import resolve_dataset  # noqa: E402,F401
 from benchmark.data.store import Dataset
 from benchmark.errors import NotApplicable
-from benchmark.evaluate import RankingEvaluation, evaluate_ranking
 from benchmark.leaderboard import write_leaderboards
-from benchmark.protocols import InteractionData, RankingMethod, SideInfo
-from benchmark.registry import DATASETS, METHODS, resolve_method
-from benchmark.results import make_record, record_path, seeded_protocol, write_record
-from benchmark.splits import Split, SplitConfig, load_split, make_split
+from benchmark.protocols import InteractionData, SideInfo
+from benchmark.registry import METHODS, resolve_method
+from benchmark.results import (
+    make_record,
+    method_figures,  # noqa: E402,F401
+    record_path,
+    seeded_protocol,
+    write_record,
+)
+from benchmark.splits import (
+    Split,
+    SplitConfig,
+    prepare_split,  # noqa: E402,F401
+)
 from benchmark.tasks import get_track
+from benchmark.tracks.ranking import (  # noqa: E402,F401
+    metrics_of,
+    run_method,
+    track_data,
+    track_side,
+)
 from benchmark.views import side_for
 
 log = logging.getLogger("gembench")
-
-
-def resolve_dataset(name_or_path: str | os.PathLike, data_dir: str | os.PathLike = "data",
-                    seed: int = 0, progress: bool = True) -> Dataset:
-    """A registered data set name (built into ``data_dir`` on first use) or a folder.
-
-    A registered (synthetic) set is drawn from ``seed``: seed 0 lives in
-    ``data_dir/<name>``, seed s in ``data_dir/<name>-seed<s>``, so a sweep over seeds
-    never rebuilds (and never overwrites) another seed's data. A folder is used as is.
-    """
-    name = str(name_or_path)
-    if name in DATASETS:
-        path = Path(data_dir) / seeded_protocol(name, seed)  # same -seed<s> mark
-        if (path / "dataset.json").is_file():
-            dataset = Dataset(path)
-            if dataset.meta.get("seed") == seed:
-                return dataset
-        from benchmark.data.synthetic import synthesize
-
-        scale = name.removeprefix("synthetic-")
-        log.info("building %s (seed %d) into %s", name, seed, path)
-        return synthesize(scale, path, seed=seed, progress=progress)
-    return Dataset(name)
-
-
-def prepare_split(dataset: Dataset, config: SplitConfig, data_dir: str | os.PathLike = "data",
-                  progress: bool = True) -> Split:
-    """The split for ``config``, cached under ``data_dir/splits`` and reused when unchanged."""
-    key = hashlib.sha256(
-        json.dumps([dataset.meta.get("files", {}), asdict(config)], sort_keys=True,
-                   default=list).encode()
-    ).hexdigest()[:12]
-    path = Path(data_dir) / "splits" / dataset.name / f"{config.protocol}-{key}"
-    if (path / "split.json").is_file():
-        return load_split(path)
-    split = make_split(dataset, config, progress=progress)
-    split.save(path)
-    return split
-
-
-def track_data(split: Split, item_kind: str, part: str = "test"
-               ) -> tuple[InteractionData, sp.csr_matrix]:
-    """Fit data and relevance matrix for evaluating ``part`` of one item kind.
-
-    For ``test`` the fit data is train + valid; for ``valid`` it is train.
-    """
-    fit_parts = ["train", "valid"] if part == "test" else ["train"]
-    frames = {p: split.part(p, item_kind) for p in ("train", "valid", "test")}
-    users = pd.Index(
-        np.unique(np.concatenate([frames[p]["user_id"].astype(str).to_numpy() for p in frames])),
-        dtype=object,
-    )
-    items = split.items(item_kind)
-    source = str(split.path or "<split>")
-    fit = InteractionData.from_frame(
-        pd.concat([frames[p] for p in fit_parts], ignore_index=True), users, items, item_kind,
-        source=source,
-    )
-    held_out = InteractionData.from_frame(frames[part], users, items, item_kind, source=source)
-    return fit, held_out.matrix
-
-
-def track_side(ds: Dataset, split: Split, item_kind: str, part: str, fit: InteractionData,
-               *, seed: int = 0, extra: dict[str, Any] | None = None) -> SideInfo:
-    """The side information of a ranking track scored on ``part``: its training view.
-
-    Hidden from the view: every interaction of the parts after ``fit`` (test; valid and test
-    when tuning on valid), and with them their images and prompts (benchmark.views).
-    """
-    from benchmark.views import ranking_view
-
-    hidden_parts = ["test"] if part == "test" else ["valid", "test"]
-    frames = [split.part(p, item_kind) for p in hidden_parts]
-    hidden = InteractionData.from_frame(pd.concat(frames, ignore_index=True), fit.user_ids,
-                                        fit.item_ids, item_kind,
-                                        source=str(split.path or "<split>")).matrix
-    view = ranking_view(ds, fit, hidden, visible="train+valid" if part == "test" else "train")
-    return SideInfo(view=view, item_kind=item_kind, seed=seed, extra=extra)
-
-
-def run_method(
-    method: RankingMethod,
-    fit: InteractionData,
-    relevant: sp.csr_matrix,
-    side: SideInfo,
-    metric_names: tuple[str, ...],
-    memory_budget_mb: float = 512.0,
-    progress: bool = True,
-    device: str = "cpu",
-) -> tuple[RankingEvaluation, dict[str, float]]:
-    """Fit, then evaluate on ``device`` (cpu | cuda | auto | cpu-torch); seconds of each."""
-    t0 = time.perf_counter()
-    method.fit(fit, side)
-    t1 = time.perf_counter()
-    popularity = np.asarray(fit.matrix.getnnz(axis=0), dtype=np.float64)
-    evaluation = evaluate_ranking(
-        method, fit.matrix, relevant, metric_names, memory_budget_mb=memory_budget_mb,
-        item_popularity=popularity, progress=progress, desc=f"{method.name}", device=device,
-    )
-    t2 = time.perf_counter()
-    return evaluation, {"fit": t1 - t0, "evaluate": t2 - t1}
 
 
 def plan_runs(
@@ -190,11 +103,6 @@ def run_metrics(tracks: Sequence[str], metrics: Sequence[str] | None
     name, a cut-off within the track's ``max_k``) or the track's defaults."""
     return {name: metrics_of(get_track(name), metrics) for name in tracks
             if name not in PAIR_TRACKS}
-
-
-def metrics_of(track: Any, metrics: Sequence[str] | None) -> tuple[str, ...]:
-    """``metrics`` checked against ``track`` (a RankingTrack), or its defaults when None."""
-    return track.metrics if metrics is None else track.check_metrics(metrics)
 
 
 def _check_methods_known(methods: list[str] | None, tracks: list[str]) -> None:
@@ -398,7 +306,7 @@ def run_one(
 
     track = get_track(track_name)
     display, cls = resolve_method(method_name, track=track_name)
-    method = cls(seed=seed) if "seed" in _init_params(cls) else cls()
+    method = build(cls, seed)
     # parameters are tuned per seed (gembench tune --seed s): each seed's own valid part
     tuned, tuned_on = tuned_params_for(ds.name, seeded_protocol(protocol, seed), track_name,
                                        display, split.track_fingerprint(track_name),
@@ -430,7 +338,7 @@ def run_one(
                "interaction_kind": split.meta["tracks"][track_name]["interaction_kind"],
                "config": split.meta.get("params"), "device": evaluation.device},
         method={"name": display, "class": f"{cls.__module__}:{cls.__qualname__}",
-                "params": _jsonable(method.get_params()),
+                "params": jsonable(method.get_params()),
                 "tuned": tuned is not None, "tuned_on": tuned_on},
         summary=evaluation.summary,
         per_user=evaluation.per_user,
@@ -448,46 +356,19 @@ def run_one(
     return path, None
 
 
-def method_figures(method: Any, warn=print) -> dict[str, float]:
-    """The finite numbers of a method's ``extra_`` dict (recorded as list metrics).
-
-    Why: ``extra_`` is the method's own attribute; anything else in it (a list, a string, a
-    non-dict) is left out with a warning instead of crashing the run.
-    """
-    extra = getattr(method, "extra_", None)
-    if extra is None:
-        return {}
-    if not isinstance(extra, dict):
-        warn(f"warning: {type(method).__name__}.extra_ is a {type(extra).__name__}, not a dict "
-             "of numbers; not recorded")
-        return {}
-    out, dropped = {}, []
-    for key, value in extra.items():
-        if (isinstance(key, str) and isinstance(value, (int, float, np.integer, np.floating))
-                and not isinstance(value, bool) and np.isfinite(value)):
-            out[key] = float(value)
-        else:
-            dropped.append(str(key))
-    if dropped:
-        warn(f"warning: {type(method).__name__}.extra_ entries {dropped} are not finite "
-             "numbers; not recorded")
-    return out
-
-
 def _headline(summary: dict[str, float]) -> str:
     """ndcg@10 and recall@10 of a run's line (else the first two metrics evaluated)."""
     shown = [m for m in ("ndcg@10", "recall@10") if m in summary] or list(summary)[:2]
     return " ".join(f"{m}={summary[m]:.4f}" for m in shown)
 
 
-def _init_params(cls: type) -> set[str]:
-    import inspect
+def run_rerank(*args: Any, leaderboard_dir: str | os.PathLike | None = "leaderboards",
+               **kwargs: Any) -> dict[str, Any]:
+    """``gembench run --protocol rerank``: :func:`benchmark.rerank.rerank_records`, then
+    the leaderboards (the same arguments, plus ``leaderboard_dir``; None: no tables)."""
+    from benchmark.rerank import rerank_records
 
-    return set(inspect.signature(cls.__init__).parameters)
-
-
-def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for k, v in params.items():
-        out[k] = v.item() if isinstance(v, np.generic) else v
-    return out
+    result = rerank_records(*args, **kwargs)
+    if leaderboard_dir is not None:
+        result.update(leaderboards(kwargs.get("results_dir", "results"), leaderboard_dir))
+    return result

@@ -428,3 +428,28 @@ def _cold_start_parts(frame: pd.DataFrame, config: SplitConfig) -> np.ndarray:
     enough = n_train.to_numpy() >= config.min_history
     # evaluation rows of users with too little history are dropped (-1), never trained on
     return np.where((part > 0) & ~enough, -1, part)
+
+
+def cached_split(dataset: Dataset, label: str, key: list[Any], data_dir: str | os.PathLike,
+                 load: Any, make: Any) -> Any:
+    """The one split cache: ``data_dir/splits/<data set>/<label>-<hash>``.
+
+    The hash covers the data set's file checksums and ``key`` (the split's parameters), so
+    a changed data set or parameter never reuses a stale folder. ``load(path)`` reads a
+    cached folder (and checks its fingerprint); ``make()`` builds a split with ``save``.
+    """
+    digest = hashlib.sha256(json.dumps([dataset.meta.get("files", {}), *key], sort_keys=True,
+                                       default=list).encode()).hexdigest()[:12]
+    path = Path(data_dir) / "splits" / dataset.name / f"{label}-{digest}"
+    if (path / "split.json").is_file():
+        return load(path)
+    split = make()
+    split.save(path)
+    return split
+
+
+def prepare_split(dataset: Dataset, config: SplitConfig, data_dir: str | os.PathLike = "data",
+                  progress: bool = True) -> Split:
+    """The split for ``config``, cached under ``data_dir/splits`` and reused when unchanged."""
+    return cached_split(dataset, config.protocol, [asdict(config)], data_dir, load_split,
+                        lambda: make_split(dataset, config, progress=progress))

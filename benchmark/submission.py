@@ -40,9 +40,9 @@ import pyarrow.parquet as pq
 
 from benchmark.errors import SubmissionError
 from benchmark.evaluate import max_k, metrics_from_ranked
-from benchmark.runner import metrics_of, track_data
 from benchmark.splits import Split
 from benchmark.tasks import RankingTrack
+from benchmark.tracks.ranking import metrics_of, track_data
 
 COLUMNS = ("user_id", "item_id", "rank")
 
@@ -335,8 +335,13 @@ def submission_record(
     set checksum differs from the existing table's for (data set, protocol, track).
     Returns (evaluation result, record, path to write it to); nothing is written here.
     """
-    from benchmark.leaderboard import table_split
-    from benchmark.results import make_record, read_record, record_path, seeded_protocol
+    from benchmark.results import (
+        make_record,
+        read_record,
+        record_path,
+        seeded_protocol,
+        table_split,
+    )
 
     t0 = time.perf_counter()
     result, per_user, user_ids, n_skipped = score_submission(path, split, track, k, metrics)

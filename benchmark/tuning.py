@@ -30,7 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmark.data.store import atomic_write_text
+from benchmark.core.io import atomic_write_text
+from benchmark.core.params import build
 
 log = logging.getLogger("gembench")
 
@@ -129,11 +130,12 @@ def plan_tuning(track: str, method: str, budget: int | None, dataset: str | os.P
                 ) -> dict[str, Any]:
     """Everything before the trials (split, valid data, configurations); shared by the
     local loop and the Ray engine so both score the same trials on the same data."""
+    from benchmark.data.resolve import resolve_dataset
     from benchmark.registry import resolve_method
     from benchmark.results import seeded_protocol
-    from benchmark.runner import prepare_split, resolve_dataset, track_data, track_side
-    from benchmark.splits import SplitConfig
+    from benchmark.splits import SplitConfig, prepare_split
     from benchmark.tasks import get_track
+    from benchmark.tracks.ranking import track_data, track_side
 
     spec = get_track(track)
     # bad names and cut-offs above the track's max_k fail before any fitting
@@ -150,7 +152,7 @@ def plan_tuning(track: str, method: str, budget: int | None, dataset: str | os.P
     fit, relevant = track_data(split, spec.item_kind, "valid")  # train -> valid, never test
     side = track_side(ds, split, spec.item_kind, "valid", fit, seed=seed)  # no valid/test rows
     evaluated = tuple(dict.fromkeys((metric, *(asked or spec.metrics))))
-    defaults = _new(cls, seed).get_params()
+    defaults = build(cls, seed).get_params()
     return {"track": track, "method": display, "cls": cls, "budget": budget, "metric": metric,
             # each seed's split is tuned on its own: seed s is stored as <protocol>-seed<s>
             "seed": seed, "protocol": seeded_protocol(protocol, seed), "dataset": ds.name,
@@ -164,9 +166,9 @@ def run_trial(cls: type, seed: int, params: dict[str, Any], fit: Any, relevant: 
               side: Any, metrics: tuple[str, ...], metric: str,
               memory_budget_mb: float = 512.0) -> dict[str, Any]:
     """One trial: fit ``cls(**params)`` on train, score ``metric`` on valid."""
-    from benchmark.runner import run_method
+    from benchmark.tracks.ranking import run_method
 
-    model = _new(cls, seed).set_params(**params)
+    model = build(cls, seed).set_params(**params)
     evaluation, timing = run_method(model, fit, relevant, side, metrics, memory_budget_mb,
                                     progress=False)
     return {"params": params, "value": float(evaluation.summary[metric]),
@@ -235,7 +237,3 @@ def tuned_params_for(dataset_name: str, protocol: str, track: str, method: str,
     return dict(entry["params"]), str(tuned_on)
 
 
-def _new(cls: type, seed: int) -> Any:
-    import inspect
-
-    return cls(seed=seed) if "seed" in inspect.signature(cls.__init__).parameters else cls()

@@ -250,10 +250,21 @@ def _static_parts(dataset: Dataset, visible_ids: pd.Index | None
 
 
 def _text_encoder(dataset: Dataset) -> Any:
-    try:
-        return dataset.text_encoder()
-    except NotApplicable:
+    if dataset.meta.get("source") != "synthetic" or "config" not in dataset.meta:
         return None
+    from benchmark.data.synthetic_text import SyntheticTextEncoder
+
+    return SyntheticTextEncoder.from_dataset(dataset)
+
+
+def text_encoder_of(source: Any) -> Any:
+    """The synthetic prompt encoder of a training view (or, in tests, of a whole data set)."""
+    if isinstance(source, TrainingView):
+        return source.text_encoder()
+    encoder = _text_encoder(source)
+    if encoder is None:
+        raise NotApplicable("no synthetic text encoder for this data set")
+    return encoder
 
 
 def pairs_in(matrix: sp.spmatrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:

@@ -21,8 +21,8 @@ from benchmark.rerank import (
     evaluate_rerank,
     make_candidates,
     protocol_name,
-    run_rerank,
 )
+from benchmark.runner import run_rerank  # noqa: E402
 
 NAMES = ("recall@1", "recall@3", "ndcg@3", "mrr@3")
 LOG3 = 1.0 / np.log2(3.0)  # the discount of rank 2

@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-import benchmark.runner as runner_mod
+import benchmark.tracks.ranking as ranking_mod
 from benchmark import tuning
 from benchmark.cli import app
 from benchmark.data.synthetic import synthesize
@@ -32,13 +32,13 @@ def test_sample_configs_defaults_first_distinct_seeded():
 
 def test_tune_uses_valid_only_and_stores_fingerprint(tiny, tmp_path, monkeypatch):
     parts = []
-    real = runner_mod.track_data
+    real = ranking_mod.track_data
 
     def spy(split, kind, part="test"):
         parts.append(part)
         return real(split, kind, part)
 
-    monkeypatch.setattr(runner_mod, "track_data", spy)
+    monkeypatch.setattr(ranking_mod, "track_data", spy)
     out = tune("lora-rec", "itemknn", budget=3, dataset=tiny.path, data_dir=tmp_path,
                tuned_dir=tmp_path / "tuned", progress=False, echo=lambda *_: None)
     assert parts == ["valid"]

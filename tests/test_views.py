@@ -125,7 +125,7 @@ def test_preference_run_of_the_cheater_through_run_benchmark(tiny, tmp_path):
 
 
 def test_rerank_protocol_hands_the_view(tiny, tmp_path):
-    from benchmark.rerank import run_rerank
+    from benchmark.runner import run_rerank
 
     out = run_rerank(tiny.path, tracks=["lora-rec"], methods=["oracle", CHEATER],
                      first_stage="popularity", data_dir=tmp_path / "data",

@@ -32,8 +32,8 @@ from benchmark.rerank import (  # noqa: E402
     evaluate_rerank,
     make_candidates,
     order_candidates,
-    run_rerank,
 )
+from benchmark.runner import run_rerank  # noqa: E402
 
 WORDS = ("<pad> <unk> <s> </s> <image> Yes No user assistant : ? . , ' ( ) Here are images "
          "this liked is a new image Would like the Answer or Describe visual taste in one "

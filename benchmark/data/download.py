@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmark.data.store import atomic_write_text, sha256_file
+from benchmark.core.io import atomic_write_text, sha256_file
 from benchmark.errors import DataError
 
 #: repo id -> requested revision. No commit hash of the release could be looked up

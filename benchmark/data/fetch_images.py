@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmark.data.store import atomic_write_text
+from benchmark.core.io import atomic_write_text
 from benchmark.errors import DataError
 
 STATUSES: tuple[str, ...] = (

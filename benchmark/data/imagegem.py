@@ -69,7 +69,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from benchmark.data.store import Dataset, DatasetWriter, sha256_file
+from benchmark.core.io import sha256_file
+from benchmark.data.store import Dataset, DatasetWriter
 from benchmark.errors import DataError
 from benchmark.schema import TIMESTAMP, schema_of
 

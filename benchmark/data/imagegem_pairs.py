@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmark.data.store import Dataset, atomic_write_text
+from benchmark.core.io import atomic_write_text
+from benchmark.data.store import Dataset
 from benchmark.errors import DataError
 from benchmark.preference import PAIR_COLUMNS
 

@@ -32,7 +32,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from benchmark.data.store import Dataset, DatasetWriter, atomic_write_text, sha256_file
+from benchmark.core.io import atomic_write_text, sha256_file
+from benchmark.data.store import Dataset, DatasetWriter
 from benchmark.errors import DataError
 from benchmark.progress import progress_bar
 from benchmark.schema import schema_of

@@ -43,7 +43,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from benchmark.data.store import Dataset, DatasetWriter, sha256_file
+from benchmark.core.io import sha256_file
+from benchmark.data.store import Dataset, DatasetWriter
 from benchmark.errors import DataError
 from benchmark.progress import progress_bar
 from benchmark.schema import schema_of

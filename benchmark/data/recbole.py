@@ -39,7 +39,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from tqdm import tqdm
 
-from benchmark.data.store import Dataset, DatasetWriter, sha256_file
+from benchmark.core.io import sha256_file
+from benchmark.data.store import Dataset, DatasetWriter
 from benchmark.errors import DataError
 from benchmark.schema import ITEM_KINDS, TABLES, TIMESTAMP, schema_of
 

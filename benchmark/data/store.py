@@ -15,7 +15,6 @@ complete, so a crash never leaves a half-written data set that looks whole.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -28,6 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from benchmark.core.io import atomic_write_text, sha256_file  # noqa: F401  (re-exported)
 from benchmark.errors import DataError
 from benchmark.schema import (
     ID_COLUMN,
@@ -40,27 +40,6 @@ from benchmark.schema import (
 
 META_FILE = "dataset.json"
 FORMAT_VERSION = 1
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 class DatasetWriter:
@@ -258,15 +237,6 @@ class Dataset:
     def embedding_kinds(self, encoder: str) -> list[str]:
         folder = self.path / "embeddings" / encoder
         return sorted(p.stem for p in folder.glob("*.npy")) if folder.is_dir() else []
-
-    def text_encoder(self):  # -> SyntheticTextEncoder
-        """The synthetic world's prompt encoder (rebuilt from the generator config)."""
-        from benchmark.data.synthetic_text import SyntheticTextEncoder
-        from benchmark.errors import NotApplicable
-
-        if self.meta.get("source") != "synthetic" or "config" not in self.meta:
-            raise NotApplicable("no synthetic text encoder for this data set")
-        return SyntheticTextEncoder.from_dataset(self)
 
     def encoders(self) -> list[str]:
         folder = self.path / "embeddings"

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmark.data.store import atomic_write_text
+from benchmark.core.io import atomic_write_text
 from benchmark.errors import DataError
 from benchmark.progress import progress_bar
 

@@ -436,7 +436,7 @@ def render_to_folder(renderer: DiffusersRenderer, loras: str | os.PathLike,
     """
     import json
 
-    from benchmark.data.store import atomic_write_text
+    from benchmark.core.io import atomic_write_text
 
     ids, paths = list_loras(loras)
     items: list[Path | None] = list(paths)

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from benchmark.core.params import build
 from benchmark.errors import DataError, NotApplicable
 from benchmark.lora.bank import Layer, Layout, from_vector
 
@@ -252,6 +253,7 @@ def run_lora_edit(
     """
     import scipy.sparse as sp
 
+    from benchmark.data.resolve import resolve_dataset
     from benchmark.data.store import Dataset
     from benchmark.lora.bank import open_index
     from benchmark.lora.metrics import (
@@ -263,9 +265,15 @@ def run_lora_edit(
     )
     from benchmark.lora.space import fit_space
     from benchmark.protocols import InteractionData
-    from benchmark.results import make_record, record_path, seeded_protocol, write_record
-    from benchmark.runner import method_figures, prepare_split, resolve_dataset, track_data
-    from benchmark.splits import SplitConfig
+    from benchmark.results import (
+        make_record,
+        method_figures,
+        record_path,
+        seeded_protocol,
+        write_record,
+    )
+    from benchmark.splits import SplitConfig, prepare_split
+    from benchmark.tracks.ranking import track_data
 
     t_start = time.perf_counter()
     methods = list(methods or EDIT_METHODS)
@@ -334,7 +342,7 @@ def run_lora_edit(
     records, paths, rows_out = [], [], []
     for name in methods:
         display, cls = resolve_edit_method(name)
-        method = cls(seed=seed) if "seed" in _init_params(cls) else cls()
+        method = build(cls, seed)
         try:
             t0 = time.perf_counter()
             method.fit(method_bank(edit_bank, display, cls), train)
@@ -398,12 +406,6 @@ def run_lora_edit(
     return {"records": records, "paths": paths, "curve": curve_frame(records),
             "explained_variance": float(space.explained_variance_ratio_.sum()),
             "timing": timing, "dataset": ds, "bank": index}
-
-
-def _init_params(cls: type) -> set[str]:
-    import inspect
-
-    return set(inspect.signature(cls.__init__).parameters) - {"self"}
 
 
 def curve_frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:

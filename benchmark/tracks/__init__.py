@@ -1,0 +1,1 @@
+"""Tracks: one spec per track, each with its own module(s)."""
