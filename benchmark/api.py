@@ -330,12 +330,11 @@ def score_with_judge(judge: str | os.PathLike, pairs: Any, out: str | os.PathLik
         raise DataError("rows need user_id, image_a, image_b (pairs) or user_id, image_id",
                         rule="judge score input columns")
     if out is not None:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        if out.suffix == ".csv":
-            scored.to_csv(tmp, index=False)
-        else:
-            scored.to_parquet(tmp, index=False)
-        os.replace(tmp, out)  # atomic: a reader never sees half a file
+        from benchmark.core.io import atomic_path
+
+        with atomic_path(out) as tmp:  # a reader never sees half a file
+            if Path(out).suffix == ".csv":
+                scored.to_csv(tmp, index=False)
+            else:
+                scored.to_parquet(tmp, index=False)
     return scored

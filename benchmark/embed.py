@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmark.core.io import atomic_write_text
+from benchmark.core.io import atomic_path, atomic_write_text
 from benchmark.errors import DataError, GembenchError
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -532,26 +532,24 @@ def embed(
     missing_set = set(missing)
     keep = np.array([i not in missing_set for i in ids], dtype=bool)
     final = folder / f"{kind}.npy"
-    tmp = folder / f".{kind}.npy.tmp-{os.getpid()}"
     dim = state["dim"] or 0
-    out_arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
-                                        shape=(int(keep.sum()), dim))
-    pos = 0
-    step = 1 << 16
-    for lo in range(0, n, step):
-        sel = keep[lo:lo + step]
-        k = int(sel.sum())
-        if k and mm is not None:
-            out_arr[pos:pos + k] = np.asarray(mm[lo:lo + step])[sel]
-        pos += k
-    out_arr.flush()
-    del out_arr, mm
-    os.replace(tmp, final)
+    with atomic_path(final) as tmp:
+        out_arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                            shape=(int(keep.sum()), dim))
+        pos = 0
+        step = 1 << 16
+        for lo in range(0, n, step):
+            sel = keep[lo:lo + step]
+            k = int(sel.sum())
+            if k and mm is not None:
+                out_arr[pos:pos + k] = np.asarray(mm[lo:lo + step])[sel]
+            pos += k
+        out_arr.flush()
+        del out_arr, mm
     kept_ids = [i for i, k in zip(ids, keep, strict=True) if k]
-    ids_tmp = folder / f".{kind}.ids.parquet.tmp-{os.getpid()}"
-    pq.write_table(pa.table({"id": pa.array(kept_ids, pa.string())}), ids_tmp,
-                   compression="zstd")
-    os.replace(ids_tmp, folder / f"{kind}.ids.parquet")
+    with atomic_path(folder / f"{kind}.ids.parquet") as ids_tmp:
+        pq.write_table(pa.table({"id": pa.array(kept_ids, pa.string())}), ids_tmp,
+                       compression="zstd")
     meta = {
         "store_version": STORE_VERSION,
         **enc.meta,

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmark.core.io import atomic_write_text
+from benchmark.core.io import atomic_path, atomic_write_bytes, atomic_write_text
 from benchmark.errors import DataError
 
 STATUSES: tuple[str, ...] = (
@@ -277,12 +277,8 @@ def _write_index(cache: Path, others: Any, results: dict[str, dict[str, Any]]) -
     for c in ("bytes", "http_status", "fetched_at"):
         frame[c] = frame[c].astype("Int64")
     table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
-    tmp = cache / f".{INDEX_FILE}.tmp-{os.getpid()}"
-    try:
+    with atomic_path(cache / INDEX_FILE) as tmp:
         pq.write_table(table, tmp)
-        os.replace(tmp, cache / INDEX_FILE)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # fetching ----------------------------------------------------------------------
@@ -376,13 +372,7 @@ def _store(res: _Result, data: bytes, cache: Path) -> _Result:
     rel = f"{digest[:2]}/{digest[2:]}.{ext}"
     dest = cache / rel
     if not dest.is_file():
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-        try:
-            tmp.write_bytes(data)
-            os.replace(tmp, dest)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_write_bytes(dest, data)
     res.sha256, res.path = digest, rel
     return res
 

@@ -32,7 +32,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from benchmark.core.io import atomic_write_text, sha256_file
+from benchmark.core.io import atomic_path, atomic_write_text, sha256_file
 from benchmark.data.store import Dataset, DatasetWriter
 from benchmark.errors import DataError
 from benchmark.progress import progress_bar
@@ -168,10 +168,9 @@ def read_records(path: Path, cache: Path, allow_pickle: bool) -> tuple[pd.DataFr
                         rule="each file is one pickled pandas DataFrame") from e
     frame = _validate(obj, path)
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = parquet.with_name(f".{parquet.name}.tmp-{os.getpid()}")
-    pq.write_table(pa.Table.from_pandas(frame[_CACHE_SCHEMA.names], schema=_CACHE_SCHEMA,
-                                        preserve_index=False), tmp, compression="zstd")
-    os.replace(tmp, parquet)
+    with atomic_path(parquet) as tmp:
+        pq.write_table(pa.Table.from_pandas(frame[_CACHE_SCHEMA.names], schema=_CACHE_SCHEMA,
+                                            preserve_index=False), tmp, compression="zstd")
     atomic_write_text(stamp, json.dumps({"source": str(path), "sha256": digest}) + "\n")
     return frame, False
 

@@ -436,7 +436,7 @@ def render_to_folder(renderer: DiffusersRenderer, loras: str | os.PathLike,
     """
     import json
 
-    from benchmark.core.io import atomic_write_text
+    from benchmark.core.io import atomic_path, atomic_write_text
 
     ids, paths = list_loras(loras)
     items: list[Path | None] = list(paths)
@@ -445,10 +445,8 @@ def render_to_folder(renderer: DiffusersRenderer, loras: str | os.PathLike,
     emb = renderer.render_many(items, scale)
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".renders.npy.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
+    with atomic_path(folder / "renders.npy") as tmp, open(tmp, "wb") as f:
         np.save(f, emb)
-    os.replace(tmp, folder / "renders.npy")
     meta = {"ids": ids, "scale": float(scale), "shape": list(emb.shape),
             **renderer.describe()}
     atomic_write_text(folder / "renders.json", json.dumps(meta, indent=2) + "\n")
