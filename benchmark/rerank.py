@@ -580,9 +580,11 @@ def rerank_records(
                 # per user (aligned with per_user.user_id): the conditional view's users
                 "first_stage_hit": hit.astype(int).tolist(),
             }
-            record["rerank"] = evaluation.stats
+            # counts stay in the record; seconds are the run's (timing_s, in <method>.run)
+            seconds = ("model_seconds", "rerank_seconds", "seconds_per_call")
+            record["rerank"] = {k: v for k, v in evaluation.stats.items() if k not in seconds}
             record["n_model_calls"] = evaluation.stats["n_model_calls"]
-            record["seconds_per_call"] = evaluation.stats["seconds_per_call"]
+            record["timing_s"].update({k: evaluation.stats[k] for k in seconds})
             path = write_record(record, record_path(results_dir, record))
             written.append(path)
             shown = " ".join(f"{k}={evaluation.summary[k]:.4f}" for k in
