@@ -261,15 +261,13 @@ def embed(encoder: Any, out: str | os.PathLike, engine: str = "local",
 def registered() -> dict[str, dict[str, str]]:
     """``gembench list``: registered data sets, sources, tracks and methods."""
     from benchmark.registry import DATASETS, SOURCES, all_methods
-    from benchmark.tasks import OTHER_TRACKS, TRACKS
+    from benchmark.tracks import SPECS
 
     return {
         "datasets": dict(DATASETS),
         "sources": dict(SOURCES),
-        "tracks": {**{name: f"{t.question} [{t.item_kind}; {t.protocol}]"
-                      for name, t in TRACKS.items()},
-                   **{name: f"{question} [{protocol}]"
-                      for name, (question, protocol) in OTHER_TRACKS.items()}},
+        "tracks": {name: f"{spec.question} [protocols {', '.join(spec.protocols)}; main score "
+                         f"{spec.main_score}]" for name, spec in SPECS.items()},
         "methods": {name: f"{spec.summary} [{', '.join(spec.tracks)}]"
                     for name, spec in all_methods().items()},
     }
@@ -338,3 +336,32 @@ def score_with_judge(judge: str | os.PathLike, pairs: Any, out: str | os.PathLik
             else:
                 scored.to_parquet(tmp, index=False)
     return scored
+
+
+def check_method(cls: type | str, track: str = "lora-rec", seed: int = 0) -> list[str]:
+    """Test a method class (or ``package.module:Class``) against its track's protocol on a
+    tiny synthetic world, before a run; returns the rules it passed
+    (:func:`benchmark.conformance.check_method`)."""
+    from benchmark.conformance import check_method as _check
+
+    if isinstance(cls, str):
+        import importlib
+
+        module, _, attr = cls.partition(":")
+        cls = getattr(importlib.import_module(module), attr)
+    return _check(cls, track, seed)
+
+
+def rerank(**kwargs: Any) -> dict[str, Any]:
+    """``gembench run --protocol rerank``: candidate lists from a first stage, each method
+    reorders them; records and tables (:func:`benchmark.runner.run_rerank`)."""
+    from benchmark.runner import run_rerank
+
+    return run_rerank(**kwargs)
+
+
+def edit_run(**kwargs: Any) -> dict[str, Any]:
+    """``gembench edit run``: the lora-edit track (:func:`benchmark.lora.track.run_lora_edit`)."""
+    from benchmark.lora.track import run_lora_edit
+
+    return run_lora_edit(**kwargs)

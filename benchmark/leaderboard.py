@@ -27,6 +27,7 @@ import numpy as np
 from benchmark import __version__
 from benchmark.core.io import atomic_write_text
 from benchmark.errors import DataError
+from benchmark.registry import METHODS
 from benchmark.results import (
     load_records,
     most_common_key,
@@ -35,27 +36,18 @@ from benchmark.results import (
     unseeded_protocol,
 )
 from benchmark.significance import ALPHA, TEST_DESCRIPTIONS, compare_with_best
+from benchmark.tracks import SPECS, spec_for_table
 
-TABLE_METRICS = ("recall@10", "recall@20", "recall@50", "ndcg@10", "ndcg@20", "ndcg@50",
-                 "hit@10", "mrr@10")
-#: a ranking track's default columns where they differ from TABLE_METRICS (image-rec: with
-#: Recall@100 / NDCG@100, ImageGem's cut-off); ``gembench leaderboard --metrics`` overrides
-RANKING_TABLE_METRICS: dict[str, tuple[str, ...]] = {
-    "image-rec": (*TABLE_METRICS, "recall@100", "ndcg@100"),
-}
-SORT_METRIC = "ndcg@10"
-#: the columns and sort metric of each non-ranking track's tables (ranking tracks: the above)
-TRACK_METRICS: dict[str, tuple[str, ...]] = {
-    "preference": ("accuracy", "accuracy_seen", "accuracy_unseen", "user_accuracy",
-                   "user_accuracy_unseen", "auc", "auc_unseen", "accuracy_plain"),
-}
-TRACK_METRICS["lora-edit"] = ("gain", "win_rate", "fidelity", "distance")
-TRACK_SORT_METRIC: dict[str, str] = {"preference": "accuracy", "lora-edit": "gain"}
-#: the columns and sort metric of a table of rating records (``benchmark.ratings``: track
-#: "preference", told apart by their ``n_ratings_test`` count)
-RATING_METRICS = ("spearman", "spearman_seen", "spearman_unseen", "pearson", "pearson_unseen",
-                  "pair_accuracy", "pair_accuracy_unseen")
-RATING_SORT_METRIC = "spearman"
+#: every track's columns, main score and ranked metrics come from its spec
+#: (benchmark.tracks); these names are kept for readers of this module
+TABLE_METRICS = SPECS["lora-rec"].columns
+SORT_METRIC = SPECS["lora-rec"].main_score
+RANKING_TABLE_METRICS: dict[str, tuple[str, ...]] = {"image-rec": SPECS["image-rec"].columns}
+TRACK_METRICS: dict[str, tuple[str, ...]] = {n: SPECS[n].columns
+                                             for n in ("preference", "lora-edit")}
+TRACK_SORT_METRIC: dict[str, str] = {n: SPECS[n].main_score for n in ("preference", "lora-edit")}
+RATING_METRICS = SPECS["rating"].columns
+RATING_SORT_METRIC = SPECS["rating"].main_score
 #: why a rating record left a user out (``benchmark.ratings.EXCLUDE_REASONS``), in words
 RATING_EXCLUSIONS = {"fewer_than_2": "with fewer than 2 test ratings",
                      "constant_rating": "whose test ratings are all equal"}
@@ -98,20 +90,16 @@ def _users_note(table: dict[str, Any]) -> str:
             "= 0 and pair accuracy 0.5 (ties).")
 
 
-#: the rerank protocol's short candidate lists (ImageGem's reranking table: Recall@5, NDCG@5):
-#: over all test users, then ``cond_``: over the users whose first-stage list holds a held-out item
-RERANK_METRICS = ("recall@1", "recall@5", "ndcg@5", "ndcg@10", "mrr@10",
-                  "cond_recall@5", "cond_ndcg@5")
+RERANK_METRICS = SPECS["rerank"].columns
 
 
 def _is_rerank(protocol: str | None) -> bool:
-    return bool(protocol) and str(protocol).startswith("rerank")
+    return spec_for_table("", protocol) is SPECS["rerank"]
 
 
 def table_metrics(track: str, protocol: str | None = None) -> tuple[str, ...]:
-    if _is_rerank(protocol):
-        return RERANK_METRICS
-    return TRACK_METRICS.get(track) or RANKING_TABLE_METRICS.get(track, TABLE_METRICS)
+    """A table's default columns: its track spec's."""
+    return spec_for_table(track, protocol).columns
 
 
 #: columns of ranking tables besides the ranking metrics ``<name>@<k>``: the lists' mean
@@ -183,11 +171,13 @@ def with_columns(tables: list[dict[str, Any]], metrics: list[str] | tuple[str, .
 
 
 def sort_metric(track: str, protocol: str | None = None) -> str:
-    return "ndcg@5" if _is_rerank(protocol) else TRACK_SORT_METRIC.get(track, SORT_METRIC)
+    """A table's sort key: its track spec's main score."""
+    return spec_for_table(track, protocol).main_score
 TEST = "wilcoxon"
 DAGGER = "†"
 #: metrics where higher is not simply better: no "best", no significance test
-NOT_RANKED = ("avg_popularity", "distance")  # distance: a cost of editing, not a score
+#: metric-name prefixes that describe or cost rather than score (every spec's ``not_ranked``)
+NOT_RANKED = tuple(sorted({p for spec in SPECS.values() for p in spec.not_ranked}))
 
 
 def _ranked(metric: str) -> bool:
@@ -244,8 +234,8 @@ def build_tables(results_dir: str | os.PathLike, test: str = TEST
             )
         _add_significance(rows, vectors, test)
         seed = _table_seed(kept, notes)
-        ratings = bool(rows) and all("users" in row for row in rows)
-        key = RATING_SORT_METRIC if ratings else sort_metric(track, protocol)
+        spec = spec_for_table(track, protocol, [r for _, r in kept])
+        key = spec.main_score
         rows.sort(key=lambda row: (-row["metrics"].get(key, 0.0), row["method"]))
         first = members[0][1]
         tables.append(
@@ -258,7 +248,7 @@ def build_tables(results_dir: str | os.PathLike, test: str = TEST
                 "gembench_version": __version__,
                 "interval_method": first.get("interval_method"),
                 "significance_test": significance_note(test),
-                "metrics": list(RATING_METRICS if ratings else table_metrics(track, protocol)),
+                "metrics": list(spec.columns),
                 "sort_metric": key,
                 "rows": rows,
                 "seed": seed,
@@ -296,7 +286,8 @@ def _table_seed(kept: list[tuple[Path, dict[str, Any]]], notes: list[str]) -> in
 
 #: rows shown for reference (the synthetic truth; the rerank control), left out of "best"
 #: and of the tests
-REFERENCE_METHODS = frozenset({"oracle", "oracle-direction", "reversed-first-stage"})
+REFERENCE_METHODS = frozenset({name for name, m in METHODS.items() if m.reference}
+                              | {name for spec in SPECS.values() for name in spec.references})
 
 
 def _rerank_note(table: dict[str, Any]) -> str:

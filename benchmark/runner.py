@@ -38,6 +38,7 @@ from benchmark.splits import (
     prepare_split,  # noqa: E402,F401
 )
 from benchmark.tasks import get_track
+from benchmark.tracks import PAIR_METHOD, SPECS
 from benchmark.tracks.ranking import (  # noqa: E402,F401
     metrics_of,
     run_method,
@@ -93,8 +94,9 @@ def plan_runs(
     return ds, split, plan, skipped
 
 
-#: tracks judged on pairs, not by ranking: they run through their own module
-PAIR_TRACKS = ("preference",)
+#: tracks judged on pairs, not by ranking: their spec's jobs run through their own module
+PAIR_TRACKS = tuple(name for name, spec in SPECS.items()
+                    if spec.method_protocol == PAIR_METHOD and spec.record_track is None)
 
 
 def run_metrics(tracks: Sequence[str], metrics: Sequence[str] | None

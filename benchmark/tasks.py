@@ -98,16 +98,6 @@ TRACKS: dict[str, RankingTrack] = {
 }
 
 
-#: tracks that are not full ranking, each run by its own module (`gembench run --tracks
-#: preference`; `gembench edit run` for lora-edit): name -> (question, protocol)
-OTHER_TRACKS: dict[str, tuple[str, str]] = {
-    "preference": ("which of two images does this user prefer?",
-                   "per-user pairs, held-out users, few-shot k; benchmark.preference"),
-    "lora-edit": ("edit a LoRA toward this user's taste",
-                  "PCA weight space, render, judge; benchmark.lora.track"),
-}
-
-
 def get_track(name: str) -> RankingTrack:
     try:
         return TRACKS[name]
