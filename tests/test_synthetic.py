@@ -17,7 +17,8 @@ import pyarrow
 import pytest
 
 from benchmark.data.store import Dataset
-from benchmark.data.synthetic import ENCODER, SCALES, _orthonormal_columns, synthesize
+from benchmark.data.synthetic import ENCODER, SCALES, synthesize
+from benchmark.data.synthetic_draws import orthonormal_columns
 from benchmark.schema import ID_COLUMN, TABLES
 
 TRUTH = {
@@ -142,12 +143,12 @@ def test_orthonormal_columns_is_lapacks_q_without_lapack() -> None:
     rng = np.random.default_rng(4)
     for shape in ((512, 33), (7, 7), (40, 3), (5, 1)):
         a = rng.standard_normal(shape)
-        q = _orthonormal_columns(a)
+        q = orthonormal_columns(a)
         assert q.shape == shape
         np.testing.assert_allclose(q, np.linalg.qr(a)[0], atol=1e-12)  # same signs too
         np.testing.assert_allclose(q.T @ q, np.eye(shape[1]), atol=1e-12)
     a = np.triu(rng.standard_normal((6, 4)))  # zero below the diagonal: reflections are I
-    np.testing.assert_allclose(_orthonormal_columns(a), np.linalg.qr(a)[0], atol=1e-12)
+    np.testing.assert_allclose(orthonormal_columns(a), np.linalg.qr(a)[0], atol=1e-12)
 
 
 def test_schema_embeddings_and_truth(tiny: Dataset) -> None:

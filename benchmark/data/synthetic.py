@@ -49,7 +49,8 @@ files with the same library versions, whatever the CPU and the BLAS thread count
 carries no wall-clock time. No float goes through BLAS or LAPACK, whose sums are ordered by the
 CPU kernel and the thread split: inner products are ``np.einsum(..., optimize=False)`` in float64
 (numpy's own loops, no BLAS; float32 products are exact in float64), the orthonormal map is a
-Householder QR written with those loops (:func:`_orthonormal_columns`). The transcendentals
+Householder QR written with those loops
+(:func:`benchmark.data.synthetic_draws.orthonormal_columns`). The transcendentals
 (``log``, ``exp``, ``**``) that numpy dispatches to CPU-specific SIMD code (AVX-512 and AVX2
 results differ in the last bit) run in float64, and what is stored from them is rounded to
 float32; a 1-ulp float64 difference changes a decision only at a tie to ~1e-16 (see
@@ -62,7 +63,6 @@ tiny 0.07 s, small 3.4 s (0.3 GB), full 3.2 min with a peak RSS of 1.3 GB (11.7 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -72,6 +72,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm import tqdm
 
+from benchmark.data import synthetic_draws as draws
 from benchmark.data.store import Dataset, DatasetWriter
 from benchmark.errors import DataError
 from benchmark.schema import schema_of
@@ -80,75 +81,10 @@ __all__ = ["ENCODER", "GENERATOR_VERSION", "SCALES", "SyntheticConfig", "synthes
 
 GENERATOR_VERSION = "1"
 ENCODER = "synthetic-clip"
-#: digits after the prefix, wide enough for the full scale, so string order = numeric order
-ID_WIDTH = {"u": 7, "l": 7, "i": 8}
+ID_WIDTH = draws.ID_WIDTH
 
 # random streams: (seed, stream[, chunk]) -> one independent generator each
 _WORLD, _USERS, _LORAS, _LORA_EMB, _IMAGES, _LIKES, _PREFS = range(7)
-
-_GENERIC_WORDS = (
-    "masterpiece",
-    "best quality",
-    "highly detailed",
-    "8k",
-    "sharp focus",
-    "cinematic lighting",
-    "portrait",
-    "full body",
-    "close-up",
-    "wide shot",
-    "soft light",
-    "volumetric light",
-    "depth of field",
-    "intricate",
-    "trending",
-    "ultra realistic",
-    "dramatic",
-    "vibrant colors",
-    "muted colors",
-    "night",
-    "sunset",
-    "studio lighting",
-    "bokeh",
-    "octane render",
-    "concept art",
-    "illustration",
-    "photo",
-    "digital painting",
-    "1girl",
-    "1boy",
-    "solo",
-    "outdoors",
-    "indoors",
-    "looking at viewer",
-    "smile",
-    "landscape",
-)
-_ONSETS = (
-    "b",
-    "d",
-    "f",
-    "g",
-    "k",
-    "l",
-    "m",
-    "n",
-    "p",
-    "r",
-    "s",
-    "t",
-    "v",
-    "z",
-    "ch",
-    "sh",
-    "th",
-    "kr",
-    "br",
-    "dr",
-)
-_VOWELS = ("a", "e", "i", "o", "u", "ai", "ea", "io")
-_CODAS = ("", "", "", "n", "r", "l", "s", "x")
-
 
 @dataclass(frozen=True)
 class SyntheticConfig:
@@ -280,194 +216,6 @@ def synthesize(
 
 
 # helpers ----------------------------------------------------------------------------------------
-def _rng(*key: int) -> np.random.Generator:
-    return np.random.default_rng(list(key))
-
-
-def _rowdot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """float64 inner products along the last axis (broadcasting), with numpy's own loops.
-
-    ``einsum`` with ``optimize=False`` never calls the BLAS, so the order of the sum is numpy's,
-    the same for every CPU kernel and thread count; float32 inputs are exact in float64.
-    """
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return np.einsum("...i,...i->...", a, b, optimize=False)
-
-
-def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a @ b`` (2-d) in float64 with numpy's own loops: no BLAS (see :func:`_rowdot`)."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return np.einsum("ij,jk->ik", a, b, optimize=False)
-
-
-def _orthonormal_columns(a: np.ndarray) -> np.ndarray:
-    """Q of the reduced QR of ``a`` (m x n, m >= n): ``np.linalg.qr(a)[0]`` up to rounding.
-
-    Householder reflections as LAPACK's dgeqr2/dorg2r compute them (same signs: R's diagonal
-    is -sign(alpha) * norm), in float64 with numpy's own loops: LAPACK's blocked QR updates go
-    through the BLAS, whose summation order depends on the CPU kernel and the thread count.
-    """
-    r = np.array(a, dtype=np.float64)
-    m, n = r.shape
-    vs, taus = [], []
-    for k in range(n):
-        x = r[k:, k]
-        alpha, tail = float(x[0]), float(_rowdot(x[1:], x[1:]))
-        if tail == 0.0:  # nothing below the diagonal: H = I
-            vs.append(np.zeros(m - k))
-            taus.append(0.0)
-            continue
-        beta = -np.copysign(np.sqrt(alpha * alpha + tail), alpha)
-        v = x / (alpha - beta)
-        v[0] = 1.0
-        tau = (beta - alpha) / beta
-        r[k:, k:] -= (tau * v)[:, None] * np.einsum("i,ij->j", v, r[k:, k:], optimize=False)
-        vs.append(v)
-        taus.append(tau)
-    q = np.eye(m, n)
-    for k in reversed(range(n)):  # Q = H_0 ... H_{n-1} I[:, :n], applied from the right end
-        v, tau = vs[k], taus[k]
-        q[k:, k:] -= (tau * v)[:, None] * np.einsum("i,ij->j", v, q[k:, k:], optimize=False)
-    return q
-
-
-def _normalise(x: np.ndarray) -> np.ndarray:
-    norm = np.sqrt(np.einsum("...i,...i->...", x, x))[..., None]
-    return x / np.maximum(norm, 1e-12).astype(x.dtype)
-
-
-def _noise(rng: np.random.Generator, shape: tuple[int, ...], scale: float) -> np.ndarray:
-    """Isotropic float32 noise whose rows have norm ~``scale``."""
-    z = rng.standard_normal(shape, dtype=np.float32)
-    z *= np.float32(scale / np.sqrt(shape[-1]))
-    return z
-
-
-def _logsumexp(x: np.ndarray) -> float:
-    m = float(x.max())
-    return m + float(np.log(np.exp(x - m, dtype=np.float64).sum()))
-
-
-def _ids(prefix: str, index: np.ndarray) -> pa.Array:
-    """Fixed-width string ids (``u0000012``) for integer indices, vectorised in arrow."""
-    digits = pc.utf8_lpad(
-        pa.array(index, pa.int64()).cast(pa.string()), width=ID_WIDTH[prefix], padding="0"
-    )
-    return pc.binary_join_element_wise(prefix, digits, "")
-
-
-def _pareto(rng: np.random.Generator, alpha: float, n: int, cap: float) -> np.ndarray:
-    """Pareto(alpha) weights in [1, cap]: truncated, so one draw cannot own the whole data set."""
-    u = rng.random(n)
-    return (1.0 - u * (1.0 - cap**-alpha)) ** (-1.0 / alpha)
-
-
-def _power_counts(
-    rng: np.random.Generator, n: int, total: int, floor: int, alpha: float, cap: float
-) -> np.ndarray:
-    """``n`` counts summing to ``total``: ``floor`` each plus a Pareto(alpha)-weighted share."""
-    weights = _pareto(rng, alpha, n, cap)
-    return floor + rng.multinomial(total - n * floor, weights / weights.sum())
-
-
-def _chunks(counts: np.ndarray, size: int) -> list[tuple[int, int]]:
-    """Consecutive (start, stop) ranges of entities holding about ``size`` counted rows each."""
-    starts = np.cumsum(counts) - counts
-    cut = np.flatnonzero(np.diff(starts // size)) + 1
-    edges = np.concatenate([[0], cut, [len(counts)]])
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
-
-
-def _blocks(n: int, size: int) -> Iterator[slice]:
-    for start in range(0, n, size):
-        yield slice(start, min(n, start + size))
-
-
-def _draw_prefix(cum: np.ndarray, avail: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """Indices drawn ∝ weight among the first ``avail[i]`` entries (``cum``: inclusive cumsum).
-
-    The queries are sorted before the binary search: on a multi-million-entry table that is
-    ~4x faster, because consecutive searches then hit the same cache lines.
-    """
-    x = (u * cum[avail - 1][:, None]).ravel()
-    order = np.argsort(x)
-    idx = np.empty(x.size, np.int64)
-    idx[order] = np.searchsorted(cum, x[order], side="right")
-    return np.minimum(idx.reshape(u.shape), (avail - 1)[:, None])
-
-
-def _gumbel_scores(
-    rng: np.random.Generator, style: np.ndarray, cand: np.ndarray, taste: np.ndarray, beta: float
-) -> np.ndarray:
-    """beta * <taste, style[cand]> + Gumbel noise: its argmax samples ∝ exp(beta * sim).
-
-    float64, without BLAS (:func:`_rowdot`); the Gumbel noise is -log(-log(g)) of a float32
-    uniform, taken in float64 (numpy's float32 ``log`` differs between AVX2 and older CPUs).
-    """
-    n, m = cand.shape
-    taste = taste[:, None, :]
-    score = np.empty((n, m))
-    for sl in _blocks(n, 1024):  # gathered float64 styles of 1,024 events at a time: 16 MB
-        sty = np.take(style, cand[sl].ravel(), axis=0).reshape(sl.stop - sl.start, m, -1)
-        score[sl] = _rowdot(sty, taste[sl])
-    score *= beta
-    g = rng.random((n, m), dtype=np.float32)
-    np.maximum(g, np.float32(1e-30), out=g)
-    score -= np.log(-np.log(g.astype(np.float64)))
-    return score
-
-
-def _top_distinct(score: np.ndarray, cand: np.ndarray, k: np.ndarray, kmax: int) -> np.ndarray:
-    """The best ``k[i]`` distinct candidates per row (Gumbel-top-k), left-aligned, -1 padded."""
-    rows = np.arange(len(cand))
-    out = np.full((len(cand), kmax), -1, np.int64)
-    for r in range(kmax):
-        j = np.argmax(score, axis=1)
-        chosen = cand[rows, j]
-        ok = (r < k) & np.isfinite(score[rows, j])
-        out[ok, r] = chosen[ok]
-        if r + 1 < kmax:
-            score[cand == chosen[:, None]] = -np.inf
-    return out
-
-
-def _distinct_draws(rng: np.random.Generator, n: int, size: int, k: int) -> np.ndarray:
-    """[n, k] indices in [0, size), distinct within a row: start + j * step with step coprime."""
-    steps = np.array([s for s in range(1, size) if np.gcd(s, size) == 1])
-    start = rng.integers(0, size, n)
-    step = steps[rng.integers(0, len(steps), n)]
-    return (start[:, None] + np.arange(k) * step[:, None]) % size
-
-
-def _list_array(values: pa.Array, valid: np.ndarray) -> pa.ListArray:
-    """A list array whose row i holds the ``valid[i].sum()`` next entries of ``values``."""
-    offsets = np.concatenate([[0], np.cumsum(valid.sum(axis=1))]).astype(np.int32)
-    return pa.ListArray.from_arrays(pa.array(offsets), values)
-
-
-def _pseudo_words(rng: np.random.Generator, n: int) -> np.ndarray:
-    """``n`` distinct pronounceable words (the cluster vocabularies)."""
-    m = 4 * n + 64
-    parts = []
-    for syllable in range(3):
-        onset = np.array(_ONSETS)[rng.integers(0, len(_ONSETS), m)]
-        vowel = np.array(_VOWELS)[rng.integers(0, len(_VOWELS), m)]
-        if syllable == 2:  # a third syllable for about half of the words
-            keep = rng.random(m) < 0.5
-            onset, vowel = np.where(keep, onset, ""), np.where(keep, vowel, "")
-        parts += [onset, vowel]
-    parts.append(np.array(_CODAS)[rng.integers(0, len(_CODAS), m)])
-    words = pc.binary_join_element_wise(*[pa.array(p) for p in parts], "").to_numpy(
-        zero_copy_only=False
-    )
-    _, first = np.unique(words, return_index=True)
-    first = np.sort(first)
-    if len(first) < n:
-        raise DataError("could not draw enough distinct words", rule="synthetic vocabulary")
-    return words[first[:n]]
-
-
-# the generator ----------------------------------------------------------------------------------
 class _Generator:
     """Holds the world's arrays while the phases stream their tables into the writer."""
 
@@ -519,7 +267,7 @@ class _Generator:
 
     def _taste(self, users: np.ndarray, t: np.ndarray) -> np.ndarray:
         x = self.taste0[users] + t.astype(np.float32)[:, None] * self.drift[users]
-        return _normalise(x)
+        return draws.normalise(x)
 
     def _interactions(
         self,
@@ -535,7 +283,7 @@ class _Generator:
             "interactions",
             pa.table(
                 {
-                    "user_id": _ids("u", user),
+                    "user_id": draws.ids("u", user),
                     "item_id": item,
                     "item_kind": pa.repeat(item_kind, n),
                     "kind": pa.repeat(kind, n),
@@ -551,45 +299,45 @@ class _Generator:
         self, sink: _RowSink, start: int, style: np.ndarray, rng: np.random.Generator
     ) -> None:
         """CLIP-like rows: normalise(common + P style + noise), written in blocks."""
-        for sl in _blocks(len(style), self.cfg.block):
-            e = _matmul(style[sl], self.proj).astype(np.float32)  # no BLAS: see _matmul
+        for sl in draws.blocks(len(style), self.cfg.block):
+            e = draws.matmul(style[sl], self.proj).astype(np.float32)  # no BLAS: see draws.matmul
             e += self.common
-            e += _noise(rng, e.shape, self.cfg.emb_noise)
-            sink.write(start + sl.start, _normalise(e))
+            e += draws.noise(rng, e.shape, self.cfg.emb_noise)
+            sink.write(start + sl.start, draws.normalise(e))
 
     # phases -------------------------------------------------------------------------------------
     def _world(self) -> None:
-        cfg, rng = self.cfg, _rng(self.seed, _WORLD)
-        self.centres = _normalise(rng.standard_normal((cfg.n_clusters, cfg.d_style)))
+        cfg, rng = self.cfg, draws.rng(self.seed, _WORLD)
+        self.centres = draws.normalise(rng.standard_normal((cfg.n_clusters, cfg.d_style)))
         self.cluster_p = rng.dirichlet(np.full(cfg.n_clusters, cfg.cluster_concentration))
         # orthonormal columns: one shared direction, then a map preserving inner products
-        basis = _orthonormal_columns(rng.standard_normal((cfg.emb_dim, cfg.d_style + 1)))
+        basis = draws.orthonormal_columns(rng.standard_normal((cfg.emb_dim, cfg.d_style + 1)))
         self.common = (cfg.emb_common * basis[:, 0]).astype(np.float32)
         self.proj = np.ascontiguousarray(basis[:, 1:].T, dtype=np.float32)
-        words = _pseudo_words(rng, cfg.n_clusters * cfg.words_per_cluster)
+        words = draws.pseudo_words(rng, cfg.n_clusters * cfg.words_per_cluster)
         # vocabulary: cluster c's words at [c * V, (c + 1) * V), generic words after them
-        self.vocab = pa.array(np.concatenate([words, np.array(_GENERIC_WORDS)]))
+        self.vocab = pa.array(np.concatenate([words, np.array(draws.GENERIC_WORDS)]))
         self.n_cluster_words = len(words)
 
     def _users(self) -> None:
-        cfg, rng = self.cfg, _rng(self.seed, _USERS)
+        cfg, rng = self.cfg, draws.rng(self.seed, _USERS)
         n, d = cfg.n_users, cfg.d_style
         self.user_cluster = rng.choice(cfg.n_clusters, size=n, p=self.cluster_p)
-        self.taste0 = _normalise(
+        self.taste0 = draws.normalise(
             self.centres[self.user_cluster].astype(np.float32)
-            + _noise(rng, (n, d), cfg.taste_noise)
+            + draws.noise(rng, (n, d), cfg.taste_noise)
         )
         target = rng.choice(cfg.n_clusters, size=n, p=self.cluster_p)
-        heading = self.centres[target] - self.taste0 + _noise(rng, (n, d), 0.5)
-        self.drift = (cfg.drift * _normalise(heading)).astype(np.float32)
+        heading = self.centres[target] - self.taste0 + draws.noise(rng, (n, d), 0.5)
+        self.drift = (cfg.drift * draws.normalise(heading)).astype(np.float32)
         self.win_start = rng.random(n) * (1.0 - cfg.min_window)
         length = cfg.min_window + rng.random(n) * (1.0 - cfg.min_window)
         self.win_end = np.minimum(1.0, self.win_start + length)
-        self.n_img = _power_counts(
+        self.n_img = draws.power_counts(
             rng, n, cfg.n_images, cfg.min_images_per_user, cfg.activity_alpha, cfg.pareto_cap
         )
         n_likes = round(n * cfg.likes_per_user)
-        self.n_likes = _power_counts(
+        self.n_likes = draws.power_counts(
             rng, n, n_likes, cfg.min_likes_per_user, cfg.likes_alpha, cfg.pareto_cap
         )
         self.log_fame = rng.exponential(cfg.creator_fame, n)
@@ -599,24 +347,24 @@ class _Generator:
         self.last_t = np.zeros(n)
 
     def _loras(self) -> None:
-        cfg, rng = self.cfg, _rng(self.seed, _LORAS)
+        cfg, rng = self.cfg, draws.rng(self.seed, _LORAS)
         n, pre = cfg.n_loras, cfg.lora_prehistory
         # ids in creation order, so "exists at t" is a prefix; the oldest opens the history
         self.lora_t = np.sort(rng.random(n)) * (1.0 + pre) - pre
         self.lora_t[0] = -pre
-        weights = _pareto(rng, cfg.uploader_alpha, len(self.uploaders), cfg.pareto_cap)
+        weights = draws.pareto(rng, cfg.uploader_alpha, len(self.uploaders), cfg.pareto_cap)
         self.lora_creator = self.uploaders[
             rng.choice(len(self.uploaders), size=n, p=weights / weights.sum())
         ]
         own = rng.random(n) < cfg.creator_same_cluster
         other = rng.choice(cfg.n_clusters, size=n, p=self.cluster_p)
         self.lora_cluster = np.where(own, self.user_cluster[self.lora_creator], other)
-        self.lora_style = _normalise(
+        self.lora_style = draws.normalise(
             self.centres[self.lora_cluster].astype(np.float32)
-            + _noise(rng, (n, cfg.d_style), cfg.style_noise)
+            + draws.noise(rng, (n, cfg.d_style), cfg.style_noise)
         )
         log_w = -cfg.lora_zipf * np.log(rng.permutation(n) + 1.0)
-        self.lora_log_pop = log_w - _logsumexp(log_w)
+        self.lora_log_pop = log_w - draws.logsumexp(log_w)
         self.lora_cum = np.cumsum(np.exp(self.lora_log_pop))
         self.lora_base = rng.choice(
             len(cfg.base_models),
@@ -625,22 +373,23 @@ class _Generator:
         )
         v = cfg.words_per_cluster
         n_tags = rng.integers(2, 6, n)
-        tag_idx = self.lora_cluster[:, None] * v + _distinct_draws(rng, n, v, 5)
+        tag_idx = self.lora_cluster[:, None] * v + draws.distinct_draws(rng, n, v, 5)
         self.lora_tag_valid = np.arange(5) < n_tags[:, None]
         self.lora_tag_idx = tag_idx[self.lora_tag_valid]
 
     def _write_loras(self) -> None:
         cfg, n = self.cfg, self.cfg.n_loras
         users = np.arange(cfg.n_users)
-        self.w.write_table("users", pa.table({"user_id": _ids("u", users)}), schema_of("users"))
-        self.lora_ids = _ids("l", np.arange(n))
-        tags = _list_array(self.vocab.take(pa.array(self.lora_tag_idx)), self.lora_tag_valid)
+        self.w.write_table("users", pa.table({"user_id": draws.ids("u", users)}),
+                           schema_of("users"))
+        self.lora_ids = draws.ids("l", np.arange(n))
+        tags = draws.list_array(self.vocab.take(pa.array(self.lora_tag_idx)), self.lora_tag_valid)
         self.w.write_table(
             "loras",
             pa.table(
                 {
                     "lora_id": self.lora_ids,
-                    "creator_id": _ids("u", self.lora_creator),
+                    "creator_id": draws.ids("u", self.lora_creator),
                     "base_model": pa.array(np.asarray(cfg.base_models)[self.lora_base]),
                     "tags": tags,
                     "created_at": self._seconds(self.lora_t),
@@ -650,7 +399,7 @@ class _Generator:
         )
         self._interactions(self.lora_creator, self.lora_ids, "lora", "upload", self.lora_t)
         sink = _RowSink(self.w, "lora", n, cfg.emb_dim)
-        self._embed(sink, 0, self.lora_style, _rng(self.seed, _LORA_EMB))
+        self._embed(sink, 0, self.lora_style, draws.rng(self.seed, _LORA_EMB))
         sink.close()
         self.w.write_embedding_ids(ENCODER, "lora", self.lora_ids)
 
@@ -666,15 +415,15 @@ class _Generator:
         self.reuse_p = min(1.0, cfg.prompt_reuse * n / max(1, n - cfg.n_users))
         g0 = 0
         with self._bar(n, "images") as bar:
-            for c, (u0, u1) in enumerate(_chunks(self.n_img, cfg.chunk_images)):
+            for c, (u0, u1) in enumerate(draws.chunks(self.n_img, cfg.chunk_images)):
                 g1 = g0 + int(self.n_img[u0:u1].sum())
-                self._image_chunk(_rng(self.seed, _IMAGES, c), u0, u1, g0, g1, sink)
+                self._image_chunk(draws.rng(self.seed, _IMAGES, c), u0, u1, g0, g1, sink)
                 bar.update(g1 - g0)
                 g0 = g1
         sink.close()
         self.w.close_table("images")
-        self.w.write_embedding_ids(ENCODER, "image", _ids("i", np.arange(n)))
-        self.image_log_pop = self.image_log_w - _logsumexp(self.image_log_w)
+        self.w.write_embedding_ids(ENCODER, "image", draws.ids("i", np.arange(n)))
+        self.image_log_pop = self.image_log_w - draws.logsumexp(self.image_log_w)
 
     def _image_chunk(
         self, rng: np.random.Generator, u0: int, u1: int, g0: int, g1: int, sink: _RowSink
@@ -690,29 +439,30 @@ class _Generator:
             self.kmax, size=n, p=np.asarray(cfg.loras_per_image) / sum(cfg.loras_per_image)
         )
         picks = np.empty((n, self.kmax), np.int64)
-        for sl in _blocks(n, cfg.block):
+        for sl in draws.blocks(n, cfg.block):
             avail = np.searchsorted(self.lora_t, t[sl], side="right")
-            cand = _draw_prefix(self.lora_cum, avail, rng.random((len(avail), cfg.n_candidates)))
-            score = _gumbel_scores(
+            cand = draws.draw_prefix(self.lora_cum, avail,
+                                     rng.random((len(avail), cfg.n_candidates)))
+            score = draws.gumbel_scores(
                 rng, self.lora_style, cand, self._taste(users[sl], t[sl]), cfg.beta
             )
-            picks[sl] = _top_distinct(score, cand, k[sl], self.kmax)
+            picks[sl] = draws.top_distinct(score, cand, k[sl], self.kmax)
         valid = picks >= 0
         mean = (self.lora_style[np.where(valid, picks, 0)] * valid[..., None]).sum(axis=1)
         mean /= valid.sum(axis=1, keepdims=True).astype(np.float32)
-        style = _normalise(mean + _noise(rng, mean.shape, cfg.image_noise))
+        style = draws.normalise(mean + draws.noise(rng, mean.shape, cfg.image_noise))
         log_w = self.log_fame[users] + rng.exponential(cfg.image_appeal, n)
         prompts = self._prompts(rng, counts, local, users, picks[:, 0])
 
-        ids = _ids("i", np.arange(g0, g1))
+        ids = draws.ids("i", np.arange(g0, g1))
         flat = picks[valid]
         self.w.append(
             "images",
             pa.table(
                 {
                     "image_id": ids,
-                    "user_id": _ids("u", users),
-                    "lora_ids": _list_array(self.lora_ids.take(pa.array(flat)), valid),
+                    "user_id": draws.ids("u", users),
+                    "lora_ids": draws.list_array(self.lora_ids.take(pa.array(flat)), valid),
                     "prompt": prompts,
                     "created_at": self._seconds(t),
                 }
@@ -763,11 +513,12 @@ class _Generator:
             src = nxt
         orig = np.flatnonzero(src == np.arange(n))
         m, v = len(orig), cfg.words_per_cluster
-        style_words = self.lora_cluster[first_lora[orig]][:, None] * v + _distinct_draws(
+        style_words = self.lora_cluster[first_lora[orig]][:, None] * v + draws.distinct_draws(
             rng, m, v, 5
         )
-        user_words = self.user_cluster[users[orig]][:, None] * v + _distinct_draws(rng, m, v, 2)
-        generic = self.n_cluster_words + _distinct_draws(rng, m, len(_GENERIC_WORDS), 2)
+        user_words = (self.user_cluster[users[orig]][:, None] * v
+                      + draws.distinct_draws(rng, m, v, 2))
+        generic = self.n_cluster_words + draws.distinct_draws(rng, m, len(draws.GENERIC_WORDS), 2)
         words = np.concatenate([generic, style_words, user_words], axis=1)
         n_words = np.array([2, 5, 2])
         lo = np.array([1, 3, 1])
@@ -778,7 +529,7 @@ class _Generator:
             ],
             axis=1,
         )
-        text = pc.binary_join(_list_array(self.vocab.take(pa.array(words[keep])), keep), " ")
+        text = pc.binary_join(draws.list_array(self.vocab.take(pa.array(words[keep])), keep), " ")
         rank = np.cumsum(src == np.arange(n)) - 1
         return text.take(pa.array(rank[src]))
 
@@ -792,15 +543,15 @@ class _Generator:
         cfg = self.cfg
         self._image_index()
         # draw more events than wanted: repeats of a (user, image) pair are dropped afterwards
-        draws = np.ceil(self.n_likes * cfg.like_oversample).astype(np.int64)
-        with self._bar(int(draws.sum()), "likes") as bar:
-            for c, (u0, u1) in enumerate(_chunks(draws, cfg.chunk_likes)):
-                rng = _rng(self.seed, _LIKES, c)
-                users = np.repeat(np.arange(u0, u1), draws[u0:u1])
+        n_draws = np.ceil(self.n_likes * cfg.like_oversample).astype(np.int64)
+        with self._bar(int(n_draws.sum()), "likes") as bar:
+            for c, (u0, u1) in enumerate(draws.chunks(n_draws, cfg.chunk_likes)):
+                rng = draws.rng(self.seed, _LIKES, c)
+                users = np.repeat(np.arange(u0, u1), n_draws[u0:u1])
                 span = self.win_end[users] - self.win_start[users]
                 t = self.win_start[users] + span * rng.random(len(users))
                 liked = np.empty(len(users), np.int64)
-                for sl in _blocks(len(users), cfg.block):
+                for sl in draws.blocks(len(users), cfg.block):
                     avail = np.searchsorted(self.t_sorted, t[sl], side="right")
                     liked[sl] = self._pick_images(rng, users[sl], t[sl], avail)
                     bar.update(sl.stop - sl.start)
@@ -819,7 +570,7 @@ class _Generator:
                 users, t, liked = users[keep], t[keep], liked[keep]
                 order = np.lexsort((t, users))
                 users, t, liked = users[order], t[order], liked[order]
-                self._interactions(users, _ids("i", liked), "image", "like", t)
+                self._interactions(users, draws.ids("i", liked), "image", "like", t)
                 np.maximum.at(self.last_t, users, t)
 
     def _pick_images(
@@ -827,28 +578,28 @@ class _Generator:
     ) -> np.ndarray:
         """One image per event ∝ popularity * exp(beta * sim), made by others before t; -1: none."""
         cfg = self.cfg
-        pos = _draw_prefix(
+        pos = draws.draw_prefix(
             self.image_cum, np.maximum(avail, 1), rng.random((len(users), cfg.n_candidates))
         )
         cand = self.by_time[pos]
-        score = _gumbel_scores(rng, self.image_style, cand, self._taste(users, t), cfg.beta)
+        score = draws.gumbel_scores(rng, self.image_style, cand, self._taste(users, t), cfg.beta)
         score[(self.image_user[cand] == users[:, None]) | (avail == 0)[:, None]] = -np.inf
-        best = _top_distinct(score, cand, np.ones(len(users), np.int64), 1)[:, 0]
+        best = draws.top_distinct(score, cand, np.ones(len(users), np.int64), 1)[:, 0]
         return best
 
     def _preferences(self) -> None:
         cfg, n_img = self.cfg, self.cfg.n_images
-        rng = _rng(self.seed, _PREFS)
+        rng = draws.rng(self.seed, _PREFS)
         chosen = np.flatnonzero(rng.random(cfg.n_users) < cfg.pref_user_frac)
         users = np.repeat(chosen, cfg.pairs_per_user)
         t = self.last_t[users]
         a = np.empty(len(users), np.int64)
         b = np.empty(len(users), np.int64)
         with self._bar(len(users), "preferences") as bar:
-            for sl in _blocks(len(users), cfg.block):
+            for sl in draws.blocks(len(users), cfg.block):
                 a[sl] = self._pick_images(rng, users[sl], t[sl], np.full(sl.stop - sl.start, n_img))
                 b[sl] = self.by_time[
-                    _draw_prefix(
+                    draws.draw_prefix(
                         self.image_cum,
                         np.full(sl.stop - sl.start, n_img),
                         rng.random((sl.stop - sl.start, 1)),
@@ -874,9 +625,9 @@ class _Generator:
             "preferences",
             pa.table(
                 {
-                    "user_id": _ids("u", users[ok]),
-                    "image_a": _ids("i", a[ok]),
-                    "image_b": _ids("i", b[ok]),
+                    "user_id": draws.ids("u", users[ok]),
+                    "image_a": draws.ids("i", a[ok]),
+                    "image_b": draws.ids("i", b[ok]),
                     "label": pa.array(label[ok]),
                 }
             ),

@@ -45,7 +45,8 @@ class SyntheticTextEncoder:
     """Encodes prompts of a synthetic data set; ``from_dataset`` rebuilds the world."""
 
     def __init__(self, config: SyntheticConfig, seed: int, word_noise: float = 0.5):
-        from benchmark.data.synthetic import _Generator, _normalise
+        from benchmark.data.synthetic import _Generator
+        from benchmark.data.synthetic_draws import normalise as _normalise
 
         gen = _Generator(config, seed, writer=None, progress=False)
         gen._world()  # the world stream only: centres, P, common direction, vocabulary
@@ -78,7 +79,8 @@ class SyntheticTextEncoder:
 
     def encode(self, prompts: list[str] | pa.Array | np.ndarray) -> np.ndarray:
         """float32 [n, emb_dim], unit-norm rows, one per prompt (vectorised over all words)."""
-        from benchmark.data.synthetic import _matmul, _normalise
+        from benchmark.data.synthetic_draws import matmul as _matmul
+        from benchmark.data.synthetic_draws import normalise as _normalise
 
         arr = pa.array(np.asarray(prompts, dtype=object), pa.string()) \
             if not isinstance(prompts, pa.Array) else prompts.cast(pa.string())

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark.data.store import Dataset
-from benchmark.data.synthetic import _orthonormal_columns, _rowdot
+from benchmark.data.synthetic_draws import orthonormal_columns, rowdot
 from benchmark.errors import DataError, NotApplicable
 from benchmark.lora.bank import Layer, Layout, write_lora
 from benchmark.progress import progress_bar
@@ -68,7 +68,7 @@ class SyntheticWorld:
         rng = np.random.default_rng([self.seed, 0])
         rng.standard_normal((cfg["n_clusters"], cfg["d_style"]))
         rng.dirichlet(np.full(cfg["n_clusters"], cfg["cluster_concentration"]))
-        basis = _orthonormal_columns(rng.standard_normal((cfg["emb_dim"], cfg["d_style"] + 1)))
+        basis = orthonormal_columns(rng.standard_normal((cfg["emb_dim"], cfg["d_style"] + 1)))
         self.common = cfg["emb_common"] * basis[:, 0]
         self.proj = basis[:, 1:].T  # (d_style, emb_dim), orthonormal rows
         gen = np.random.default_rng([self.seed, _GEN_STREAM])
@@ -89,7 +89,7 @@ class SyntheticWorld:
         layers = {}
         for name, o, i in LAYERS:
             up = rng.standard_normal((o, rank)) * (self.noise / np.sqrt(o))
-            up[:, 0] += _rowdot(self.A[name], self.lora_style[row])  # no BLAS: same bytes anywhere
+            up[:, 0] += rowdot(self.A[name], self.lora_style[row])  # no BLAS: same bytes anywhere
             down = rng.standard_normal((rank, i)) * (1.0 / np.sqrt(i))
             down[0] = self.b[name]
             alpha = 1.0 if style == "kohya" else float(rank)
