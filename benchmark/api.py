@@ -129,11 +129,16 @@ def validate(track: str, split: str | os.PathLike, submission: str | os.PathLike
 
 
 def reproduce(record: str | os.PathLike, data_dir: str | os.PathLike | None = None,
-              progress: bool = False) -> dict[str, Any]:
-    """``gembench run --reproduce``: re-run one record and compare its metrics (1e-9)."""
+              progress: bool = False, trust_code: bool = False) -> dict[str, Any]:
+    """``gembench run --reproduce``: re-run one record and compare its metrics (1e-9).
+
+    The record's method is resolved by its registered name; a record of an unregistered
+    class is re-run only with ``trust_code=True`` (``--trust-code``): nothing a file names is
+    imported without it (docs/security.md).
+    """
     from benchmark.reproduce import reproduce as _reproduce
 
-    return _reproduce(record, data_dir=data_dir, progress=progress)
+    return _reproduce(record, data_dir=data_dir, progress=progress, trust_code=trust_code)
 
 
 def run(engine: str = "local", address: str | None = None, **kwargs: Any) -> dict[str, Any]:
@@ -299,8 +304,13 @@ def fit_judge(method: str, out: str | os.PathLike, dataset: str | os.PathLike = 
 
 
 def score_with_judge(judge: str | os.PathLike, pairs: Any, out: str | os.PathLike | None = None,
-                     dataset_path: str | os.PathLike | None = None) -> Any:
-    """``gembench judge score``: scores of pairs (or of (user, image) rows) by a saved judge."""
+                     dataset_path: str | os.PathLike | None = None,
+                     trust_code: bool = False) -> Any:
+    """``gembench judge score``: scores of pairs (or of (user, image) rows) by a saved judge.
+
+    A judge of an unregistered class is loaded only with ``trust_code=True``
+    (``--trust-code``); see :func:`benchmark.judge.load_judge`.
+    """
     from pathlib import Path
 
     import numpy as np
@@ -309,7 +319,7 @@ def score_with_judge(judge: str | os.PathLike, pairs: Any, out: str | os.PathLik
     from benchmark.errors import DataError
     from benchmark.judge import load_judge, score_pairs
 
-    model = load_judge(judge, dataset_path=dataset_path)
+    model = load_judge(judge, dataset_path=dataset_path, trust_code=trust_code)
     if not isinstance(pairs, pd.DataFrame):
         path = Path(pairs)
         try:

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from benchmark.cli_common import Quiet, guard
+from benchmark.cli_common import Quiet, TrustCode, guard
 
 app = typer.Typer(
     help="gembench: benchmark generative-image personalization (ImageGem and related data).",
@@ -114,6 +114,7 @@ def run(
              "engine), cpu or cuda[:N]; --memory-budget-mb is then the GPU's score budget.")]
     = "auto",
     metrics: Metrics = None,
+    trust_code: TrustCode = False,
 ) -> None:
     """Run methods on tracks: build data, split, evaluate, write records and leaderboards.
 
@@ -125,7 +126,8 @@ def run(
         if reproduce is not None:
             from benchmark import api
 
-            outcome = api.reproduce(reproduce, data_dir=data_dir, progress=not quiet)
+            outcome = api.reproduce(reproduce, data_dir=data_dir, progress=not quiet,
+                                    trust_code=trust_code)
             if outcome["match"]:
                 typer.echo(f"{reproduce}: reproduced (metrics match to 1e-9); "
                            f"re-run record {outcome['rerun']}")
@@ -542,13 +544,15 @@ def judge_score(
     = None,
     dataset_path: Annotated[Path | None, typer.Option(
         help="Where the judge's data set lives now (if moved).")] = None,
+    trust_code: TrustCode = False,
 ) -> None:
     """Score pairs (d = s(u,a) - s(u,b), p(a)) or (user, image) utilities with a saved judge."""
 
     def body() -> None:
         from benchmark import api
 
-        scored = api.score_with_judge(judge, pairs, out=out, dataset_path=dataset_path)
+        scored = api.score_with_judge(judge, pairs, out=out, dataset_path=dataset_path,
+                                      trust_code=trust_code)
         typer.echo(scored.head(20).to_string(index=False))
         if out is not None:
             typer.echo(f"{len(scored)} rows written to {out}")

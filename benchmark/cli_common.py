@@ -10,6 +10,11 @@ from typing import Annotated
 import typer
 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+TrustCode = Annotated[bool, typer.Option(
+    "--trust-code",
+    help="Import the method class a file (record, judge) names even when it is not a "
+         "registered method: that runs its code, so only for files you trust "
+         "(docs/security.md).")]
 
 
 def guard(fn):

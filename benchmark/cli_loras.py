@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from benchmark.cli_common import Quiet, guard
+from benchmark.cli_common import Quiet, TrustCode, guard
 
 loras_app = typer.Typer(help="LoRA bank: index safetensors LoRAs, fit a latent weight space.",
                         no_args_is_help=True)
@@ -122,6 +122,7 @@ def edit_run(
         help="Judge edits with this saved preference model (gembench judge fit) instead of "
              "the synthetic truth; its records form a table of their own.")] = None,
     quiet: Quiet = False,
+    trust_code: TrustCode = False,
 ) -> None:
     """Run the lora-edit track: one record per method, with the gain-vs-fidelity curve."""
 
@@ -132,7 +133,7 @@ def edit_run(
         if judge is not None:
             from benchmark.judge import EmbeddingJudge, load_judge
 
-            model = load_judge(judge)
+            model = load_judge(judge, trust_code=trust_code)
             judge_kw = {"judge": EmbeddingJudge(model),
                         "judge_name": model.judge_meta_["method"]["name"]}
         names = [m.strip() for m in methods.split(",") if m.strip()] if methods else None

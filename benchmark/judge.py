@@ -17,7 +17,6 @@ Nothing is unpickled on load (``np.load(allow_pickle=False)``).
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 import os
@@ -134,10 +133,14 @@ def save_judge(method: Any, out: str | os.PathLike, *, name: str | None = None,
     return out
 
 
-def load_judge(path: str | os.PathLike, dataset_path: str | os.PathLike | None = None) -> Any:
+def load_judge(path: str | os.PathLike, dataset_path: str | os.PathLike | None = None,
+               trust_code: bool = False) -> Any:
     """A fitted preference method from a judge folder (no refitting, no unpickling).
 
     ``dataset_path`` overrides where memory-mapped embeddings are read from (a moved data set).
+    The method is a registered name or registered class; a judge of any other class is
+    loaded only with ``trust_code`` (``--trust-code``), and only when the class has fit and
+    score (``benchmark.registry.resolve_from_file``): ``judge.json`` is a file anyone can edit.
     """
     path = Path(path)
     meta_file = path / "judge.json"
@@ -149,12 +152,14 @@ def load_judge(path: str | os.PathLike, dataset_path: str | os.PathLike | None =
     if meta.get("schema") != JUDGE_SCHEMA:
         raise DataError(f"unknown judge schema {meta.get('schema')!r}", path=str(meta_file),
                         rule=f"schema is {JUDGE_SCHEMA}")
-    module, _, attr = meta["method"]["target"].partition(":")
+    from benchmark.registry import resolve_from_file
+
+    spec = meta.get("method") or {}
     try:
-        cls = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as e:
-        raise DataError(f"cannot import the judge's method {meta['method']['target']!r}: {e}",
-                        path=str(meta_file)) from e
+        cls = resolve_from_file(spec.get("target"), path=meta_file, name=spec.get("name"),
+                                track="preference", trust_code=trust_code)
+    except KeyError as e:  # a registered name that does not run on pairs
+        raise DataError(str(e.args[0] if e.args else e), path=str(meta_file)) from e
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
     method = cls(**{k: v for k, v in meta["method"]["params"].items() if k in accepted})
     try:

@@ -386,6 +386,13 @@ def provenance(table: dict[str, Any]) -> str:
             f"split fingerprint {table['split_fingerprint'][:16]}.")
 
 
+def md_cell(text: object) -> str:
+    """``text`` safe inside one Markdown table cell: ``\\`` and ``|`` escaped, line breaks
+    as spaces, so a name never ends its row or adds one (a name is data, not markup)."""
+    out = str(text).replace("\\", "\\\\").replace("|", "\\|")
+    return "".join(" " if ch in "\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029" else ch for ch in out)
+
+
 def to_markdown(table: dict[str, Any], metrics: tuple[str, ...] | None = None) -> str:
     """One table as Markdown, with intervals, significance marks and provenance."""
     metrics = tuple(metrics or table.get("metrics")
@@ -399,7 +406,8 @@ def to_markdown(table: dict[str, Any], metrics: tuple[str, ...] | None = None) -
         "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
     ]
     for row in table["rows"]:
-        cells = [row["method"], *(_cell(row, m) for m in metrics), str(row["n_users_evaluated"])]
+        cells = [md_cell(row["method"]), *(_cell(row, m) for m in metrics),
+                 str(row["n_users_evaluated"])]
         if rating:
             u = row.get("users")
             cells[-1:] = ([f"{u['n_users_scored']} of {u['n_users']}", str(u["n_users_excluded"]),
@@ -425,12 +433,15 @@ _LATEX_NAMES = {"recall": "Recall", "ndcg": "NDCG", "hit": "HR", "mrr": "MRR",
                 "precision": "Prec", "map": "MAP"}
 
 
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                  "_": r"\_", "{": r"\{", "}": r"\}", "^": r"\textasciicircum{}",
+                  "~": r"\textasciitilde{}", "\n": " ", "\r": " "}
+
+
 def _latex_escape(text: str) -> str:
-    out = text
-    for char, repl in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"),
-                       ("$", r"\$"), ("#", r"\#"), ("_", r"\_"), ("{", r"\{"), ("}", r"\}")):
-        out = out.replace(char, repl)
-    return out
+    """Every LaTeX special character of ``text`` escaped, in one pass (so the braces of
+    ``\\textbackslash{}`` are not escaped again); line breaks become spaces."""
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
 
 
 def _latex_metric(metric: str) -> str:
@@ -680,7 +691,7 @@ def seeds_to_markdown(table: dict[str, Any]) -> str:
              "| " + " | ".join(header) + " |",
              "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     for row in table["rows"]:
-        name = (row["method"] + _mixed_mark(row)
+        name = (md_cell(row["method"]) + _mixed_mark(row)
                 + (" (reference)" if row.get("reference") else ""))
         lines.append("| " + " | ".join([name, *(_seed_cell(row, m) for m in metrics),
                                         str(row["n_seeds"])]) + " |")
@@ -1069,7 +1080,7 @@ def curve_markdown(curve: dict[str, Any]) -> str:
         for series in curve["series"]:
             cells = {str(ticks[int(p[0])]): f"{p[1]:.4f} ({p[2]:.4f}–{p[3]:.4f})"
                      for p in series["points"]}
-            lines.append(f"| {series['name']} | "
+            lines.append(f"| {md_cell(series['name'])} | "
                          + " | ".join(cells.get(x, "–") for x in xs) + " |")
     else:
         lines += [f"| method | step | {curve.get('x_name', 'x')} | {curve['y_label']} "
@@ -1077,13 +1088,23 @@ def curve_markdown(curve: dict[str, Any]) -> str:
         for series in curve["series"]:
             for p in series["points"]:
                 step = f"{p[4]:g}" if len(p) > 4 else ""
-                lines.append(f"| {series['name']} | {step} | {p[0]:.4f} | "
+                lines.append(f"| {md_cell(series['name'])} | {step} | {p[0]:.4f} | "
                              f"{p[1]:.4f} ({p[2]:.4f}–{p[3]:.4f}) |")
     lines += ["", curve["note"], ""]
     return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- files
+
+def _board_folder(out_dir: str | os.PathLike, table: dict[str, Any]) -> Path:
+    """``out_dir/<dataset>/<protocol>``, its names checked and the folder inside ``out_dir``
+    (the names come from records, which are files anyone can edit)."""
+    from benchmark.core.names import safe_name, under_root
+
+    safe_name(table["track"], "track name")
+    return under_root(out_dir, Path(out_dir) / safe_name(table["dataset"], "data set name")
+                      / safe_name(table["protocol"], "split protocol"))
+
 
 @overload
 def write_leaderboards(results_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
@@ -1130,7 +1151,7 @@ def write_leaderboards(results_dir: str | os.PathLike, out_dir: str | os.PathLik
     seed_tables = with_columns(build_seed_tables(tables), metrics, track)
     written = []
     for table in tables:
-        folder = Path(out_dir) / table["dataset"] / table["protocol"]
+        folder = _board_folder(out_dir, table)
         md = folder / f"{table['track']}.md"
         js = folder / f"{table['track']}.json"
         atomic_write_text(md, to_markdown(table))
@@ -1138,7 +1159,7 @@ def write_leaderboards(results_dir: str | os.PathLike, out_dir: str | os.PathLik
         atomic_write_text(js, json.dumps(saved, indent=1, sort_keys=True) + "\n")
         written += [md, js]
     for table in seed_tables:
-        folder = Path(out_dir) / table["dataset"] / table["protocol"]
+        folder = _board_folder(out_dir, table)
         md = folder / f"{table['track']}-seeds.md"
         js = folder / f"{table['track']}-seeds.json"
         atomic_write_text(md, seeds_to_markdown(table))
@@ -1147,7 +1168,7 @@ def write_leaderboards(results_dir: str | os.PathLike, out_dir: str | os.PathLik
         written += [md, js]
     curves = build_curves(tables)
     for curve in curves:
-        folder = Path(out_dir) / curve["dataset"] / curve["protocol"]
+        folder = _board_folder(out_dir, curve)
         stem = f"{curve['track']}-{curve['metric']}-vs-{curve.get('x_name', 'k')}"
         for path, text in ((folder / f"{stem}.md", curve_markdown(curve)),
                            (folder / f"{stem}.svg", curve_svg(curve) + "\n")):

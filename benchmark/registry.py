@@ -9,6 +9,8 @@ parties add methods through the ``gembench.methods`` entry-point group or pass
 from __future__ import annotations
 
 import importlib
+import inspect
+import os
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
@@ -235,3 +237,63 @@ def resolve_method(name: str, track: str | None = None) -> tuple[str, type[Ranki
         raise NameCollision(f"method {target!r} is named {display!r}, the name of entry point "
                             f"{methods[display].target!r}; give the class another `name`")
     return display, cls
+
+
+#: the methods a class must have to be built as a method of a track (lora-edit: an editor;
+#: every other track: fit and score), checked before a class named by a file is instantiated
+PROTOCOL_METHODS: dict[str, tuple[str, ...]] = {"lora-edit": ("fit", "edit")}
+TRUST_CODE_RULE = ("records, judges and configs resolve a method only to a registered name or "
+                   "target; --trust-code (trust_code=True) imports the class they name")
+
+
+def registered_targets() -> set[str]:
+    """Every ``module:Class`` a registered name (built-in or entry point) resolves to."""
+    targets: set[str] = set()
+    for spec in all_methods().values():
+        targets.add(spec.target)
+        targets.update(t for _, t in spec.track_targets)
+    return targets
+
+
+def resolve_from_file(target: str | None, *, path: str | os.PathLike, name: str | None = None,
+                      track: str | None = None, trust_code: bool = False) -> type:
+    """The method class a file (a record, a judge folder, a config) names, imported safely.
+
+    A registered ``name`` (built-in, ``recbole:<Model>`` or entry point) resolves as
+    :func:`resolve_method` does and ``target`` is ignored; a ``target`` that is a registered
+    class is imported. Anything else is :class:`~benchmark.errors.UntrustedCode` (exit 2)
+    unless ``trust_code``: a file can name any importable object (``subprocess:Popen``), so
+    nothing it names is imported without the caller's say-so. Even with ``trust_code`` the
+    object must be a class with its track's methods (fit and score; lora-edit: fit and edit)
+    before anything builds it.
+    """
+    from benchmark.errors import UntrustedCode
+
+    if name is not None and (name in all_methods() or name.startswith("recbole:")):
+        return resolve_method(name, track)[1]
+    if not isinstance(target, str) or ":" not in target:
+        raise UntrustedCode(f"names no method class ({target!r})", path=str(path),
+                            rule=TRUST_CODE_RULE)
+    if target not in registered_targets() and not trust_code:
+        raise UntrustedCode(
+            f"names the method class {target!r}{f' (method {name!r})' if name else ''}, "
+            "which is not a registered method. gembench does not import code named by a "
+            "file: a record or judge can name any importable object. If you trust this file "
+            "and the code it names, re-run with --trust-code (api: trust_code=True); a "
+            "record of a class run as --method package.module:Class is reproduced only so",
+            path=str(path), rule=TRUST_CODE_RULE)
+    module_name, _, attr = target.partition(":")
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise UntrustedCode(f"cannot load method {target!r}: {e}", path=str(path),
+                            rule=TRUST_CODE_RULE) from e
+    needed = PROTOCOL_METHODS.get(str(track), ("fit", "score"))
+    missing = [m for m in needed if not callable(getattr(obj, m, None))]
+    if not inspect.isclass(obj) or missing:
+        raise UntrustedCode(
+            f"{target!r} is not a method class of track {track or 'lora-rec'!r} (a class "
+            f"with {' and '.join(needed)}; "
+            f"{'not a class' if not inspect.isclass(obj) else 'lacks ' + ', '.join(missing)})"
+            "; not built", path=str(path), rule="a method follows its track's protocol")
+    return obj

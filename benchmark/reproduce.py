@@ -46,17 +46,18 @@ def _dataset(record: dict[str, Any], data_dir: Path) -> Dataset:
                     rule="a record is reproduced on its own data set")
 
 
-def _method(record: dict[str, Any]) -> Any:
-    from benchmark.registry import resolve_method
+def _method(record: dict[str, Any], record_file: str | os.PathLike = "<record>",
+            trust_code: bool = False) -> Any:
+    """The record's method, built with its parameters: a registered name, else (only with
+    ``trust_code``) the class the record names (``benchmark.registry.resolve_from_file``)."""
+    from benchmark.registry import resolve_from_file
 
     spec = record["method"]
     if not spec.get("class"):
         raise DataError(f"record of {spec['name']!r} is a predictions submission; nothing "
                         "to re-run", rule="only records of code runs are reproducible")
-    try:
-        _, cls = resolve_method(spec["name"])
-    except KeyError:
-        _, cls = resolve_method(spec["class"])
+    cls = resolve_from_file(spec["class"], path=record_file, name=spec["name"],
+                            track=record.get("track"), trust_code=trust_code)
     return cls(**spec.get("params", {}))
 
 
@@ -85,8 +86,12 @@ def _differences(a: Any, b: Any, where: str, out: list[str]) -> None:
 
 
 def reproduce(record_file: str | os.PathLike, data_dir: str | os.PathLike | None = None,
-              progress: bool = False) -> dict[str, Any]:
+              progress: bool = False, trust_code: bool = False) -> dict[str, Any]:
     """Re-run the record's (data set, split, track, method, params, seed) and compare.
+
+    The method is resolved by its registered name; a record of an unregistered class
+    (``--method package.module:Class``) is re-run only with ``trust_code`` (a record is a
+    file anyone can edit, and its ``method.class`` could name any importable object).
 
     Returns ``match`` (bool), ``differences`` (at most one line per differing
     field), the new record and where it was written (a temporary folder).
@@ -98,10 +103,21 @@ def reproduce(record_file: str | os.PathLike, data_dir: str | os.PathLike | None
     from benchmark.views import side_for
 
     old = read_record(record_file)
+    # the method a record names is checked before anything is made (a refused record leaves
+    # no temporary folder behind)
+    method = (_method(old, record_file, trust_code) if _job(old) == "ranking"
+              else _method_ref(old, record_file, trust_code))
+    if _job(old) == "rerank":  # the first stage is named by the record too
+        from benchmark.registry import resolve_from_file
+
+        first = str(old["split"]["candidates"]["first_stage"])
+        resolve_from_file(first, path=record_file, name=first, track=old.get("track"),
+                          trust_code=trust_code)
     tmp = Path(tempfile.mkdtemp(prefix="gembench-reproduce-"))
     data = Path(data_dir) if data_dir is not None else tmp / "data"
     if _job(old) != "ranking":
-        return _reproduce_job(old, record_file, tmp, data, data_dir is None, progress)
+        return _reproduce_job(old, record_file, tmp, data, data_dir is None, progress,
+                              trust_code)
     ds = _dataset(old, data)
     config = dict(old["split"].get("config") or {})
     config.setdefault("protocol", unseeded_protocol(old["split"]["protocol"]))
@@ -122,7 +138,6 @@ def reproduce(record_file: str | os.PathLike, data_dir: str | os.PathLike | None
         differences.append(f"dataset.files_sha256: {old['dataset']['files_sha256'][:12]} vs "
                            f"{str(checksum)[:12]} (a different build of the data set)")
     fit, relevant = track_data(split, track.item_kind, "test")
-    method = _method(old)
     side = side_for(old["method"]["name"], type(method),
                     track_side(ds, split, track.item_kind, "test", fit, seed=old["seed"]), ds)
     evaluation, timing = run_method(method, fit, relevant, side,
@@ -153,9 +168,11 @@ def _job(record: dict[str, Any]) -> str:
     return "rerank" if protocol.startswith("rerank-") else "ranking"
 
 
-def _method_ref(record: dict[str, Any]) -> str:
-    """How to ask for the record's method again: its registered name, else its class."""
-    from benchmark.registry import all_methods
+def _method_ref(record: dict[str, Any], record_file: str | os.PathLike = "<record>",
+                trust_code: bool = False) -> str:
+    """How to ask for the record's method again: its registered name, else its class (only
+    with ``trust_code``, and only a class of its track's protocol)."""
+    from benchmark.registry import all_methods, resolve_from_file
 
     name = record["method"]["name"]
     if name in all_methods() or name.startswith("recbole:") or name == "reversed-first-stage":
@@ -163,11 +180,15 @@ def _method_ref(record: dict[str, Any]) -> str:
     if not record["method"].get("class"):
         raise DataError(f"record of {name!r} is a predictions submission; nothing to re-run",
                         rule="only records of code runs are reproducible")
-    return str(record["method"]["class"])
+    target = str(record["method"]["class"])
+    resolve_from_file(target, path=record_file, name=name, track=record.get("track"),
+                      trust_code=trust_code)
+    return target
 
 
 def _reproduce_job(old: dict[str, Any], record_file: str | os.PathLike, tmp: Path,
-                   data: Path, drop_data: bool, progress: bool) -> dict[str, Any]:
+                   data: Path, drop_data: bool, progress: bool, trust_code: bool = False
+                   ) -> dict[str, Any]:
     """Re-run the job that wrote a rerank, preference or lora-edit record, then compare.
 
     The job is run for this record's method alone, with the record's split, candidate
@@ -175,9 +196,9 @@ def _reproduce_job(old: dict[str, Any], record_file: str | os.PathLike, tmp: Pat
     relative path as the original, so the two are compared field by field.
     """
     job, seed, quiet = _job(old), int(old["seed"]), (lambda *a: None)
+    method = _method_ref(old, record_file, trust_code)
     ds = _dataset(old, data)
     results = tmp / "results"
-    method = _method_ref(old)
     if job == "preference":
         from benchmark.preference import run_preference
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from benchmark import __version__
 from benchmark.core.io import atomic_write_text
+from benchmark.core.names import safe_name, under_root
 from benchmark.errors import DataError
 
 RECORD_SCHEMA = "gembench.result/1"
@@ -158,10 +159,18 @@ def unseeded_protocol(protocol: str) -> str:
 
 
 def record_path(results_dir: str | os.PathLike, record: dict[str, Any]) -> Path:
-    """results/<dataset>/<protocol>/<track>/<method>.json"""
-    safe = record["method"]["name"].replace("/", "_").replace(":", "_")
-    return (Path(results_dir) / record["dataset"]["name"] / record["split"]["protocol"]
-            / record["track"] / f"{safe}.json")
+    """results/<dataset>/<protocol>/<track>/<method>.json
+
+    Each part must be a safe name (:data:`benchmark.core.names.NAME_PATTERN`; a method's
+    ``:`` becomes ``_`` in the file name: ``recbole_BPR.json``), and the path is checked to
+    lie under ``results_dir``: a name from an edited ``split.json`` or ``dataset.json``
+    never writes elsewhere.
+    """
+    parts = [safe_name(record["dataset"]["name"], "data set name"),
+             safe_name(record["split"]["protocol"], "split protocol"),
+             safe_name(record["track"], "track name")]
+    method = safe_name(record["method"]["name"], "method name").replace(":", "_")
+    return under_root(results_dir, Path(results_dir).joinpath(*parts, f"{method}.json"))
 
 
 #: what a run measures about the machine it ran on (seconds, memory, library builds): kept
@@ -201,9 +210,42 @@ def _json_lines(value: Any, depth: int) -> str:
     return json.dumps(value)
 
 
-def write_record(record: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write ``record`` atomically; its run measurements (:data:`RUN_KEYS`) go beside it."""
+def record_kind(record: dict[str, Any]) -> str:
+    """``"code run"`` (the record names its ``method.class``) or ``"submission"`` (scored
+    predictions: ``method.class`` is null)."""
+    return "code run" if (record.get("method") or {}).get("class") else "submission"
+
+
+def check_owner(record: dict[str, Any], path: str | os.PathLike) -> None:
+    """Refuse (DataError) to replace a record of the other kind at ``path``: a run never
+    replaces a submission's record and a submission never replaces a code run's."""
     path = Path(path)
+    if not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return  # not a record: nothing owned to protect
+    if not isinstance(old, dict) or not isinstance(old.get("method"), dict):
+        return
+    mine, theirs = record_kind(record), record_kind(old)
+    if mine != theirs:
+        raise DataError(
+            f"a {theirs} record of {old['method'].get('name')!r} is already here; this "
+            f"{mine} does not replace it (give the {mine} another name, or remove the file "
+            "yourself)", path=str(path),
+            rule="a run never replaces a submission's record, and a submission never "
+                 "replaces a code run's")
+
+
+def write_record(record: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write ``record`` atomically; its run measurements (:data:`RUN_KEYS`) go beside it.
+
+    Refused (:func:`check_owner`) when a record of the other kind (code run / submission)
+    is at ``path``.
+    """
+    path = Path(path)
+    check_owner(record, path)
     run = {k: record[k] for k in RUN_KEYS if k in record}
     body = {k: v for k, v in record.items() if k not in RUN_KEYS}
     if run:

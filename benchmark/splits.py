@@ -40,6 +40,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from benchmark import __version__
+from benchmark.core.names import safe_name, under_root
 from benchmark.data.store import Dataset
 from benchmark.errors import DataError
 from benchmark.progress import progress_bar
@@ -440,7 +441,9 @@ def cached_split(dataset: Dataset, label: str, key: list[Any], data_dir: str | o
     """
     digest = hashlib.sha256(json.dumps([dataset.meta.get("files", {}), *key], sort_keys=True,
                                        default=list).encode()).hexdigest()[:12]
-    path = Path(data_dir) / "splits" / dataset.name / f"{label}-{digest}"
+    name = safe_name(dataset.name, "data set name", path=Path(dataset.path) / "dataset.json")
+    path = under_root(data_dir, Path(data_dir) / "splits" / name
+                      / f"{safe_name(label, 'split protocol')}-{digest}")
     if (path / "split.json").is_file():
         return load(path)
     split = make()

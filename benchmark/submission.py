@@ -335,6 +335,8 @@ def submission_record(
     set checksum differs from the existing table's for (data set, protocol, track).
     Returns (evaluation result, record, path to write it to); nothing is written here.
     """
+    from benchmark.core.names import safe_name
+    from benchmark.registry import NameCollision, all_methods, is_builtin_name
     from benchmark.results import (
         make_record,
         read_record,
@@ -343,6 +345,13 @@ def submission_record(
         table_split,
     )
 
+    safe_name(name, "--name")
+    if is_builtin_name(name) or name in all_methods():
+        owner = all_methods().get(name)
+        raise NameCollision(
+            f"--name {name!r} is a registered method's name (method class "
+            f"{owner.target if owner else 'a RecBole model'}): its records belong to that "
+            "method; a submission takes a name of its own")
     t0 = time.perf_counter()
     result, per_user, user_ids, n_skipped = score_submission(path, split, track, k, metrics)
     elapsed = time.perf_counter() - t0

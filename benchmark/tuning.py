@@ -67,7 +67,10 @@ def sample_configs(space: dict[str, list[Any]], defaults: dict[str, Any], budget
 
 
 def tuned_path(dataset_name: str, tuned_dir: str | os.PathLike | None = None) -> Path:
-    return Path(tuned_dir or TUNED_DIR) / f"{dataset_name}.json"
+    from benchmark.core.names import safe_name, under_root
+
+    root = Path(tuned_dir or TUNED_DIR)
+    return under_root(root, root / f"{safe_name(dataset_name, 'data set name')}.json")
 
 
 def load_tuned(dataset_name: str, protocol: str, track: str, method: str,

@@ -58,15 +58,19 @@ def test_code_by_import_path_then_reproduce(toy, tmp_path, mypkg):
     assert record["method"]["class"] == "mypkg.module:MyMethod"
     assert record["method"]["params"] == {"alpha": 1.0}
     assert "| my-method |" in res.output
+    # the record names an unregistered class: re-run only with --trust-code
     res = runner.invoke(app, ["run", "--reproduce", str(path), "--data-dir",
                               str(tmp_path / "d2"), "--quiet"])
+    assert res.exit_code == 2 and "--trust-code" in res.output
+    res = runner.invoke(app, ["run", "--reproduce", str(path), "--data-dir",
+                              str(tmp_path / "d2"), "--quiet", "--trust-code"])
     assert res.exit_code == 0, res.output
     assert "reproduced (metrics match to 1e-9)" in res.output
     # a record whose numbers are off by more than 1e-9 is not reproduced
     record["metrics"]["ndcg@10"] += 1e-6
     path.write_text(json.dumps(record))
     res = runner.invoke(app, ["run", "--reproduce", str(path), "--data-dir",
-                              str(tmp_path / "d2"), "--quiet"])
+                              str(tmp_path / "d2"), "--quiet", "--trust-code"])
     assert res.exit_code == 1
     assert "NOT reproduced" in res.output and "metrics.ndcg@10" in res.output
 

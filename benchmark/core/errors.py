@@ -46,5 +46,10 @@ class SubmissionError(DataError):
     """A predictions file that breaks a submission rule."""
 
 
+class UntrustedCode(DataError):
+    """A file (record, judge, config) names code that is not registered: nothing is imported
+    without ``--trust-code`` (``trust_code=True``)."""
+
+
 class NotApplicable(GembenchError):
     """A method cannot run on this data (e.g. ``oracle`` without ground truth)."""

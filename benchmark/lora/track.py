@@ -203,7 +203,10 @@ def synthetic_bank(dataset: Any, lora_ids: Sequence[str], out: str | os.PathLike
 
     text = "\n".join([*sorted(lora_ids), form, GENERATOR_VERSION])
     key = hashlib.sha256(text.encode()).hexdigest()[:12]
-    root = Path(out) / f"{dataset.name}-seed{dataset.meta.get('seed', 0)}-{key}"
+    from benchmark.core.names import safe_name, under_root
+
+    name = safe_name(dataset.name, "data set name", path=Path(dataset.path) / "dataset.json")
+    root = under_root(out, Path(out) / f"{name}-seed{int(dataset.meta.get('seed', 0))}-{key}")
     if (root / "index" / "index.json").is_file():
         return open_index(root / "index")
     SyntheticWorld(dataset).write_bank(root / "files", sorted(lora_ids), progress=progress)
