@@ -43,6 +43,7 @@ from benchmark.evaluate import max_k, metrics_from_ranked
 from benchmark.splits import Split
 from benchmark.tasks import RankingTrack
 from benchmark.tracks.ranking import metrics_of, track_data
+from benchmark.views import pairs_in
 
 COLUMNS = ("user_id", "item_id", "rank")
 
@@ -84,6 +85,9 @@ def read_submission(path: str | os.PathLike) -> pd.DataFrame:
     if missing:
         raise SubmissionError(f"missing columns {missing} (found {table.column_names})",
                               path=str(path), rule=f"columns {list(COLUMNS)}")
+    if table.num_rows == 0:
+        raise SubmissionError("no rankings (the file has a header and no rows)", path=str(path),
+                              rule="a submission ranks items for at least one user")
     return table.select(list(COLUMNS)).to_pandas()
 
 
@@ -138,7 +142,7 @@ def validate_submission(
     if len(too_long):
         fail(too_long, f"user {frame['user_id'].iloc[too_long[0]]!r} has "
              f"{sizes[users[too_long[0]]]} rows", _too_long_rule(track, k))
-    leaked = np.flatnonzero(np.asarray(fit.matrix[users, items]).ravel() > 0)
+    leaked = np.flatnonzero(pairs_in(fit.matrix, users, items))
     if len(leaked):
         fail(leaked, f"item {frame['item_id'].iloc[leaked[0]]!r} is a training item of user "
              f"{frame['user_id'].iloc[leaked[0]]!r}", "never recommend a training item")
@@ -288,7 +292,7 @@ def find_violations(
             f"user {user_str[bad[0]]!r} has {sizes[users[bad[0]]]} rows")
     both = np.flatnonzero(known & (items >= 0))
     if len(both):
-        leaked = both[np.asarray(fit.matrix[users[both], items[both]]).ravel() > 0]
+        leaked = both[pairs_in(fit.matrix, users[both], items[both])]
         if len(leaked):
             add(leaked, "never recommend a training item",
                 f"item {item_str[leaked[0]]!r} is a training item of user "

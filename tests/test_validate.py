@@ -107,3 +107,25 @@ def test_too_many_rows_per_user(split_dir, tmp_path, toy):
 def test_validate_help():
     res = runner.invoke(app, ["validate", "--help"])
     assert res.exit_code == 0 and "every rule" in res.output
+
+
+def test_header_only_file_is_one_verdict_in_validate_and_evaluate(tmp_path):
+    """validate and evaluate agree: a header-only file is one clear error in both."""
+    from typer.testing import CliRunner
+
+    from benchmark.cli import app
+    from benchmark.data.synthetic import synthesize
+    from benchmark.splits import SplitConfig, make_split
+
+    ds = synthesize("tiny", tmp_path / "ds", seed=0, progress=False)
+    make_split(ds, SplitConfig(), progress=False).save(tmp_path / "split")
+    empty = tmp_path / "empty.csv"
+    empty.write_text("user_id,item_id,rank\n")
+    run = CliRunner()
+    for args in (["validate", "--track", "lora-rec", "--split", str(tmp_path / "split"),
+                  str(empty)],
+                 ["evaluate", "--track", "lora-rec", "--split", str(tmp_path / "split"),
+                  "--submission", str(empty)]):
+        res = run.invoke(app, args)
+        assert res.exit_code == 2, res.output
+        assert "no rankings" in res.output and "Traceback" not in res.output
