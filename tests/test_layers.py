@@ -127,6 +127,15 @@ def _violations(source_prefix: str, forbidden: tuple[str, ...]) -> list[str]:
                   and any(dst == f or dst.startswith(f + ".") for f in forbidden))
 
 
+def test_no_module_is_over_700_lines():
+    # still over, named here so the list can only shrink: the performance script and the
+    # ImageGem loader (the architecture issue's open work)
+    long = sorted(f"{name} ({n} lines)" for name, path in MODULES.items()
+                  if (n := len(path.read_text().splitlines())) > 700
+                  and name not in ("benchmark.perf", "benchmark.data.imagegem"))
+    assert long == []
+
+
 def test_the_walk_sees_lazy_imports():
     # benchmark.runner imports the tuning module inside a function only
     assert "benchmark.tuning" in EDGES["benchmark.runner"]
@@ -158,8 +167,10 @@ def test_tracks_never_import_the_top_layer_or_each_other():
 
 def test_lower_layers_never_import_the_top_layer():
     """Data, splits, metrics, the engine, records and the track modules stay below."""
-    lower = [m for m in MODULES if m.startswith("benchmark.")
-             and m not in TOP and not m.startswith("benchmark.cli")
+    def top(name: str) -> bool:
+        return any(name == t or name.startswith(t + ".") for t in TOP)
+
+    lower = [m for m in MODULES if m.startswith("benchmark.") and not top(m)
              and m not in ("benchmark.perf", "benchmark.crosscheck_recbole")]
-    bad = sorted(f"{src} -> {dst}" for src in lower for dst in EDGES[src] if dst in TOP)
+    bad = sorted(f"{src} -> {dst}" for src in lower for dst in EDGES[src] if top(dst))
     assert bad == []
