@@ -465,15 +465,8 @@ def evaluate_preference(
 
 
 def dataset_info(dataset: Dataset, absolute: bool = False) -> dict[str, Any]:
-    """Name, path and files checksum of a data set, as ranking records carry them.
-
-    The path is as given (``data/synthetic-small``: the same on every clone) unless
-    ``absolute`` (a saved judge finds its data set from anywhere).
-    """
-    path = Path(dataset.path).resolve() if absolute else Path(dataset.path)
-    return {"name": dataset.name, "path": str(path),
-            "files_sha256": hashlib.sha256(json.dumps(dataset.meta.get("files", {}),
-                                                      sort_keys=True).encode()).hexdigest()}
+    """The record's ``dataset`` block (:meth:`benchmark.data.store.Dataset.record_block`)."""
+    return dataset.record_block(absolute)
 
 
 def prepare_preference_split(dataset: Dataset, data_dir: str | os.PathLike = "data",

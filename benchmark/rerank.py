@@ -538,8 +538,7 @@ def rerank_records(
             t3 = time.perf_counter()
             record = make_record(
                 track=track_name,
-                dataset={"name": ds.name, "path": str(ds.path),
-                         "files_sha256": split.meta["dataset"]["files_sha256"]},
+                dataset=ds.record_block(),
                 split={"protocol": protocol,
                        "base_protocol": split.meta["protocol"],
                        "fingerprint": hashlib.sha256(json.dumps(

@@ -329,8 +329,7 @@ def run_one(
         return None, (track_name, display, str(e))
     record = make_record(
         track=track_name,
-        dataset={"name": ds.name, "path": str(ds.path),
-                 "files_sha256": split.meta["dataset"]["files_sha256"]},
+        dataset=ds.record_block(),
         split={"protocol": seeded_protocol(split.meta["protocol"], seed),
                # the track's rows + catalogue (what results are compared by); the whole
                # split's (every track, no catalogue) for reference

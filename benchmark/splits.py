@@ -334,9 +334,7 @@ def _make_split(dataset: Dataset, config: SplitConfig, bar) -> Split:
             "path": str(dataset.path.resolve()),
             "source": dataset.meta.get("source"),
             "seed": dataset.meta.get("seed"),
-            "files_sha256": hashlib.sha256(
-                json.dumps(dataset.meta.get("files", {}), sort_keys=True).encode()
-            ).hexdigest(),
+            "files_sha256": dataset.files_sha256,
         },
         "protocol": config.protocol,
         "params": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()},

@@ -15,6 +15,7 @@ complete, so a crash never leaves a half-written data set that looks whole.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -171,6 +172,19 @@ class Dataset:
     @property
     def name(self) -> str:
         return str(self.meta.get("name", self.path.name))
+
+    @property
+    def files_sha256(self) -> str:
+        """The data set's checksum: sha256 of its ``dataset.json`` file checksums (sorted
+        JSON). Records and tables are comparable only when it matches."""
+        return hashlib.sha256(json.dumps(self.meta.get("files", {}), sort_keys=True)
+                              .encode()).hexdigest()
+
+    def record_block(self, absolute: bool = False) -> dict[str, Any]:
+        """The ``dataset`` block of a result record: name, path (as given, so the same on
+        every clone, unless ``absolute``) and :attr:`files_sha256`."""
+        path = self.path.resolve() if absolute else self.path
+        return {"name": self.name, "path": str(path), "files_sha256": self.files_sha256}
 
     def has_table(self, name: str) -> bool:
         return (self.path / f"{name}.parquet").is_file()

@@ -368,8 +368,7 @@ def run_lora_edit(
         summary = {k: float(np.mean(v)) for k, v in per_user.items()}
         record = make_record(
             track=TRACK,
-            dataset={"name": ds.name, "path": str(ds.path),
-                     "files_sha256": split.meta["dataset"]["files_sha256"]},
+            dataset=ds.record_block(),
             split={"protocol": seeded_protocol(split.meta["protocol"], seed)
                    + (f"-judge-{judge_name}" if judge_name else ""),
                    "fingerprint": split.fingerprint,
