@@ -369,6 +369,39 @@ def one_blas_thread() -> Iterator[None]:
         yield
 
 
+def per_user_side(method: Any, method_name: str | None, side: SideInfo | None,
+                  dataset: Dataset | None, seed: int) -> tuple[SideInfo, Dataset | None]:
+    """The side information of a per-user judgement track (pairs, ratings), and its data set.
+
+    ``side`` None: the track's training view (images as items), with the truth only for a
+    registered reference row; a ``Dataset`` handed directly as the view (tests) is also the
+    record's data set.
+    """
+    if side is None:
+        side = side_for(method_name or str(getattr(method, "name", "")), type(method),
+                        SideInfo(view=preference_view(dataset), item_kind="image", seed=seed),
+                        dataset)
+    if dataset is None and isinstance(side.view, Dataset):
+        dataset = side.view
+    return side, dataset
+
+
+def fit_then_score(method: Any, train: pd.DataFrame, side: SideInfo,
+                   score: Callable[[], Any]) -> tuple[Any, dict[str, float]]:
+    """Fit ``method`` and run ``score()`` on one BLAS thread; (its result, seconds of each).
+
+    The one skeleton of the per-user judgement tracks (pairs and ratings), so both fit and
+    score under the same thread rule (:func:`one_blas_thread`) and time the same way.
+    """
+    with one_blas_thread():
+        t0 = time.perf_counter()
+        method.fit(train, side)
+        t1 = time.perf_counter()
+        out = score()
+        t2 = time.perf_counter()
+    return out, {"fit": t1 - t0, "score": t2 - t1}
+
+
 def evaluate_preference(
     method: PreferenceMethod,
     split: PreferenceSplit,
@@ -392,22 +425,16 @@ def evaluate_preference(
     ``per_user`` (DataFrame), ``tie_threshold``, ``record`` and ``path`` (when
     ``results_dir`` is given, the record is written there).
     """
-    if side is None:  # the track's view; the truth only for a registered reference row
-        side = side_for(method_name or str(getattr(method, "name", "")), type(method),
-                        SideInfo(view=preference_view(dataset), item_kind="image", seed=seed),
-                        dataset)
-    if dataset is None and isinstance(side.view, Dataset):
-        dataset = side.view
+    side, dataset = per_user_side(method, method_name, side, dataset, seed)
     train = split.few_shot(k, who=who)
-    with one_blas_thread():
-        t0 = time.perf_counter()
-        method.fit(train, side)
-        t1 = time.perf_counter()
-        d_valid = pair_scores(method, split.valid)
-        tie = tune_tie_threshold(d_valid, split.valid["label"].to_numpy(float))
-        test = split.test
-        diff = pair_scores(method, test)
-        t2 = time.perf_counter()
+    test = split.test
+
+    def score() -> tuple[float, np.ndarray]:
+        tie = tune_tie_threshold(pair_scores(method, split.valid),
+                                 split.valid["label"].to_numpy(float))
+        return tie, pair_scores(method, test)
+
+    (tie, diff), timing = fit_then_score(method, train, side, score)
     label = test["label"].to_numpy(float)
     users = test["user_id"].to_numpy(dtype=object)
     unseen = test["unseen"].to_numpy(bool)
@@ -452,7 +479,7 @@ def evaluate_preference(
                 "n_users_unseen": int(per_user["unseen"].sum()),
                 "n_pairs_train": int(len(train)), "n_pairs_test": int(len(test))},
         seed=seed,
-        timing={"fit": t1 - t0, "score": t2 - t1},
+        timing=timing,
         extra={"tie_threshold": tie},
     )
     record["intervals"].update(intervals)

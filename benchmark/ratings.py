@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -41,8 +40,9 @@ from benchmark.preference import (
     TRACK,
     PerUserSplit,
     PreferenceMethod,
-    one_blas_thread,
+    fit_then_score,
     per_user_parts,
+    per_user_side,
     read_split_folder,
 )
 from benchmark.protocols import SideInfo
@@ -531,26 +531,14 @@ def evaluate_ratings(
     """
     if fit_on not in ("pairs", "ratings"):
         raise ValueError(f"fit_on must be 'pairs' or 'ratings', got {fit_on!r}")
-    if side is None:
-        from benchmark.views import preference_view, side_for
-
-        side = side_for(method_name or str(getattr(method, "name", "")), type(method),
-                        SideInfo(view=preference_view(dataset), item_kind="image", seed=seed),
-                        dataset)
-    if dataset is None and isinstance(side.view, Dataset):
-        dataset = side.view
+    side, dataset = per_user_side(method, method_name, side, dataset, seed)
     train_ratings = split.few_shot(k, who=who)
     side.extra["train_ratings"] = train_ratings
     train = (ratings_to_pairs(train_ratings, ties="drop", seed=seed,
                               max_pairs_per_user=max_pairs_per_user)
              if fit_on == "pairs" else train_ratings)
-    with one_blas_thread():  # same numbers whatever the core count (see there)
-        t0 = time.perf_counter()
-        method.fit(train, side)
-        t1 = time.perf_counter()
-        test = split.test
-        scores = _score(method, test)
-        t2 = time.perf_counter()
+    test = split.test
+    scores, timing = fit_then_score(method, train, side, lambda: _score(method, test))
     users = test["user_id"].to_numpy(object)
     truth = test["rating"].to_numpy(np.float64)
     unseen = test["unseen"].to_numpy(bool)
@@ -605,7 +593,7 @@ def evaluate_ratings(
                 "n_users_scored_unseen": unseen_counts["n_users_scored"],
                 "n_ratings_train": int(len(train_ratings)), "n_ratings_test": int(len(test))},
         seed=seed,
-        timing={"fit": t1 - t0, "score": t2 - t1},
+        timing=timing,
     )
     record["intervals"] = intervals
     record["interval_method"] = (f"percentile bootstrap over users, {n_boot} resamples, 95%")

@@ -264,6 +264,8 @@ def test_ratings_to_pairs_and_pair_accuracy():
 class _Lookup:
     """A method whose utility is a fixed table (sign=-1 reverses it)."""
 
+    name = "lookup"  # records are filed by name: a class name starting with '_' is not one
+
     def __init__(self, table: dict[tuple[str, str], float], sign: float = 1.0):
         self.table, self.sign = table, sign
 
