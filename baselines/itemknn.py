@@ -3,56 +3,20 @@
 sim(i, j) = |U_i ∩ U_j| / (sqrt(|U_i|) * sqrt(|U_j|) + shrink), U_i the training
 users of item i; each item keeps its ``k`` most similar items, and a user's
 score for item j is the sum of sim(i, j) over the items i in their history.
+
+The float32 arithmetic, the tie rule (lower item index) and the kernel (blocked, threaded,
+memory bounded, bit-identical to the reference path) are in :mod:`baselines._knn`;
+``block_size`` caps the rows per block and changes no number.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 
+from baselines._knn import cosine_neighbours, cosine_neighbours_reference, top_k_per_row
 from benchmark.protocols import InteractionData, RankingMethod, SideInfo
 
-
-def top_k_per_row(matrix: sp.csr_matrix, k: int) -> sp.csr_matrix:
-    """Keep each row's ``k`` largest entries (ties: lower column first); vectorised."""
-    matrix = matrix.tocsr()
-    matrix.sort_indices()
-    counts = np.diff(matrix.indptr)
-    rows = np.repeat(np.arange(matrix.shape[0]), counts)
-    order = np.lexsort((matrix.indices, -matrix.data, rows))
-    rank = np.arange(len(order)) - np.repeat(matrix.indptr[:-1], counts)
-    keep = order[rank < k]
-    kept = sp.csr_matrix(
-        (matrix.data[keep], (rows[keep], matrix.indices[keep])), shape=matrix.shape
-    )
-    kept.sort_indices()
-    return kept
-
-
-def cosine_neighbours(rows: sp.csr_matrix, k: int, shrink: float, block_size: int
-                      ) -> sp.csr_matrix:
-    """Each row's ``k`` most cosine-similar other rows of a binary matrix, as a sparse matrix.
-
-    sim(a, b) = |R_a ∩ R_b| / (sqrt(|R_a|) * sqrt(|R_b|) + shrink); computed for a block of
-    rows at a time, so memory stays bounded. itemknn passes items x users, userknn users x
-    items.
-    """
-    rows = rows.astype(np.float32).tocsr()
-    n = rows.shape[0]
-    norms = np.sqrt(np.asarray(rows.getnnz(axis=1), dtype=np.float32))
-    columns = rows.T.tocsc()
-    blocks = []
-    for start in range(0, n, block_size):
-        stop = min(start + block_size, n)
-        co = (rows[start:stop] @ columns).tocoo()  # [block, n] overlap counts
-        source = co.row + start
-        keep = co.col != source  # a row is not its own neighbour
-        sim = co.data[keep] / (norms[source[keep]] * norms[co.col[keep]] + shrink)
-        block = sp.csr_matrix(
-            (sim.astype(np.float32), (co.row[keep], co.col[keep])), shape=(stop - start, n)
-        )
-        blocks.append(top_k_per_row(block, int(k)))
-    return sp.vstack(blocks).tocsr() if blocks else sp.csr_matrix((0, 0), dtype=np.float32)
+__all__ = ["ItemKNN", "cosine_neighbours", "cosine_neighbours_reference", "top_k_per_row"]
 
 
 class ItemKNN(RankingMethod):

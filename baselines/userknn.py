@@ -8,7 +8,8 @@ items of user u; each user keeps the ``k`` most similar other users N_k(u), and
 Why: the classic memory-based counterpart of ``itemknn``; it is strong when users
 form taste clusters (the synthetic world draws users from clusters). Fitting builds
 the sparse top-k neighbour matrix S in blocks of users (bounded memory); scoring
-is one sparse product S[users] @ X, no Python loop over users.
+is one sparse product S[users] @ X, no Python loop over users. The exact float32
+definition, the tie rule (lower user index) and the kernel are in :mod:`baselines._knn`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from baselines.itemknn import cosine_neighbours
+from baselines._knn import cosine_neighbours
 from benchmark.protocols import InteractionData, RankingMethod, SideInfo
 
 

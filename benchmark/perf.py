@@ -22,6 +22,14 @@ One run measures, on the same machine and data:
    context, cuBLAS handles), timed to the last synchronisation. Targets: gembench within
    1.5x of the GPU floor, and under 2 s at ImageGem scale. ``--gpu`` runs this section only.
 
+6. **kNN** (``--knn``: this section only) -- gembench's ``itemknn`` and ``userknn`` fits beside
+   implicit's ``CosineRecommender(K=100)`` on the same users x items matrix (items x items, then
+   users x users on the transpose), each in its own subprocess with the same thread count: wall
+   and CPU seconds, peak resident memory, and the fast kernel checked bit for bit against the
+   reference path on random rows. The matrix is ``--knn-matrix`` (an .npz), ``--knn-shape``
+   (random, e.g. ImageGem's ``57000x242000`` with ``--knn-nnz 4.96e6``) or the data set's fit
+   matrix. Target: gembench within 1.5x of implicit (``docs/knn.md``).
+
 Also: the scaling runs at 1/8, 1/4, 1/2 of the users and items (random subsamples; cost
 should grow with users x items, memory stay flat) and the loading time (split + sparse
 train matrix). Each timed part runs in its own subprocess (separate OpenMP runtimes, a
@@ -200,7 +208,9 @@ def _child(kind: str, work: Path, args: argparse.Namespace) -> dict[str, Any]:
            "--memory-budget-mb", str(args.memory_budget_mb),
            "--gpu-memory-budget-mb", str(args.gpu_memory_budget_mb),
            "--gpu-device", args.gpu_device,
-           "--recbole-batch-users", str(args.recbole_batch_users)]
+           "--recbole-batch-users", str(args.recbole_batch_users),
+           "--knn-threads", str(args.knn_threads), "--knn-check-rows", str(args.knn_check_rows),
+           "--seed", str(args.seed)]
     out = work / f"{kind}.json"
     if out.exists():
         out.unlink()
@@ -780,9 +790,182 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------ neighbourhood baselines
+
+#: ``--knn``: gembench's itemknn / userknn fits beside implicit's CosineRecommender(K=100) on the
+#: same users x items matrix (implicit fitted on the transpose for the user side), each in its
+#: own subprocess with the same thread count; target: gembench within 1.5x of implicit.
+KNN_K = 100
+KNN_KINDS = ("knn-gembench-itemknn", "knn-implicit-item", "knn-gembench-userknn",
+             "knn-implicit-user")
+KNN_TARGET = 1.5
+
+
+def random_interactions(n_users: int, n_items: int, nnz: int, zipf: float = 0.8,
+                        seed: int = 0) -> sp.csr_matrix:
+    """A 0/1 users x items matrix: log-normal user activity, Zipf(``zipf``) item popularity
+    (items in random order), about ``nnz`` distinct pairs; numpy only, a few seconds."""
+    rng = np.random.default_rng(seed)
+    activity = rng.lognormal(0.0, 1.0, n_users)
+    per_user = np.maximum(1, np.round(activity / activity.sum() * nnz * 1.08)).astype(np.int64)
+    users = np.repeat(np.arange(n_users), np.minimum(per_user, n_items))
+    weight = 1.0 / (rng.permutation(n_items) + 1.0) ** zipf
+    items = rng.choice(n_items, size=len(users), p=weight / weight.sum())
+    m = sp.csr_matrix((np.ones(len(users), np.float32), (users, items)), shape=(n_users, n_items))
+    m.sum_duplicates()
+    m.data[:] = 1.0
+    return m
+
+
+def knn_work(args: argparse.Namespace, echo=print) -> tuple[Path, dict[str, Any]]:
+    """The matrix of the section, saved once in the cache: ``--knn-matrix`` (an .npz),
+    ``--knn-shape`` (random, :func:`random_interactions`) or the perf data set's fit matrix."""
+    cache = Path(args.cache)
+    if args.knn_matrix:
+        matrix, source = sp.load_npz(args.knn_matrix).tocsr(), str(args.knn_matrix)
+    elif args.knn_shape:
+        n_users, n_items = (int(v) for v in args.knn_shape.lower().split("x"))
+        nnz = int(float(args.knn_nnz))
+        matrix = random_interactions(n_users, n_items, nnz, args.knn_zipf, args.seed)
+        source = f"random {n_users}x{n_items}, ~{nnz} pairs, zipf {args.knn_zipf}"
+    else:
+        ds = resolve_dataset(args.scale, args.dataset, cache)
+        _, fit, _, _ = load_track(ds, cache)
+        matrix, source = fit.matrix, f"{ds.path} (lora-rec leave-last-out fit matrix)"
+    matrix = matrix.astype(np.float32).tocsr()
+    key = hashlib.sha256(np.concatenate([matrix.indptr, matrix.indices]).tobytes()).hexdigest()
+    work = cache / "work" / f"knn-{key[:12]}"
+    work.mkdir(parents=True, exist_ok=True)
+    if not (work / "matrix.npz").is_file():
+        sp.save_npz(work / "matrix.npz", matrix, compressed=False)
+    info = {"source": source, "n_users": matrix.shape[0], "n_items": matrix.shape[1],
+            "nnz": int(matrix.nnz)}
+    echo(f"kNN matrix: {source}: {info['n_users']} users x {info['n_items']} items, "
+         f"{info['nnz']} pairs")
+    return work, info
+
+
+def child_knn(kind: str, work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """One fit, timed (wall and CPU seconds) with the process's peak resident memory."""
+    matrix = sp.load_npz(work / "matrix.npz").tocsr()
+    threads = args.knn_threads or os.cpu_count() or 1
+    rss_loaded = _rss_mb()
+    cpu0, t0 = os.times(), time.perf_counter()
+    if kind.startswith("knn-gembench-"):
+        import pandas as pd
+
+        from baselines import _knn
+        from baselines.itemknn import ItemKNN
+        from baselines.userknn import UserKNN
+        from benchmark.protocols import InteractionData, SideInfo
+
+        _knn.NUM_THREADS = threads
+        users = pd.RangeIndex(matrix.shape[0])
+        items = pd.RangeIndex(matrix.shape[1])
+        data = InteractionData(users, items, matrix, pd.DataFrame(), "lora")
+        method = ItemKNN(k=KNN_K) if kind.endswith("itemknn") else UserKNN(k=KNN_K)
+        t0 = time.perf_counter()
+        method.fit(data, SideInfo(None, "lora"))
+        fitted = (method.similarity_ if kind.endswith("itemknn") else method.neighbours_)
+    else:
+        import warnings
+
+        from implicit.nearest_neighbours import CosineRecommender
+
+        side = matrix if kind.endswith("-item") else matrix.T.tocsr()
+        model = CosineRecommender(K=KNN_K, num_threads=threads)
+        cpu0, t0 = os.times(), time.perf_counter()
+        with warnings.catch_warnings():  # its own csr/coo conversion notice (timed anyway)
+            warnings.simplefilter("ignore")
+            model.fit(side, show_progress=False)
+        fitted = model.similarity
+    wall, cpu1 = time.perf_counter() - t0, os.times()
+    return {"wall_s": wall, "cpu_s": (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system),
+            "peak_rss_mb": _rss_mb(), "rss_after_loading_mb": rss_loaded, "threads": threads,
+            "neighbour_pairs": int(fitted.nnz)}
+
+
+def child_knn_check(work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The fast kernel against the reference path on a random subset of rows, both sides."""
+    from baselines._knn import cosine_neighbours, cosine_neighbours_reference
+
+    matrix = sp.load_npz(work / "matrix.npz").tocsr()
+    out: dict[str, Any] = {}
+    for side, rows in (("itemknn", matrix.T.tocsr()), ("userknn", matrix)):
+        rng = np.random.default_rng(args.seed)
+        subset = np.sort(rng.choice(rows.shape[0], min(rows.shape[0], args.knn_check_rows),
+                                    replace=False))
+        fast = cosine_neighbours(rows, KNN_K, 0.0, 4096, num_threads=args.knn_threads)[subset]
+        ref = cosine_neighbours_reference(rows, KNN_K, 0.0, 256, subset=subset)
+        out[side] = {"rows": int(len(subset)), "identical": bool(
+            np.array_equal(fast.indptr, ref.indptr) and np.array_equal(fast.indices, ref.indices)
+            and np.array_equal(fast.data.view(np.uint32), ref.data.view(np.uint32)))}
+    return out
+
+
+def run_knn(args: argparse.Namespace, echo=print) -> dict[str, Any]:
+    work, info = knn_work(args, echo)
+    report: dict[str, Any] = {"section": "knn", "k": KNN_K, "matrix": info,
+                              "load_average_start": _uptime(), "cpus": os.cpu_count(),
+                              "versions": _versions()}
+    for kind in KNN_KINDS:
+        if not args.knn_userknn and "user" in kind:
+            continue
+        report[kind] = res = _child(kind, work, args)
+        echo(f"  {kind:22s} " + (f"{res['wall_s']:7.2f}s  cpu {res['cpu_s']:7.2f}s  peak RSS "
+                                  f"{res['peak_rss_mb']:6.0f} MB" if "wall_s" in res
+                                  else res["error"][-400:]))
+    if args.knn_check_rows:
+        report["check"] = _child("knn-check", work, args)
+    for ours, theirs in (("knn-gembench-itemknn", "knn-implicit-item"),
+                         ("knn-gembench-userknn", "knn-implicit-user")):
+        a, b = report.get(ours, {}), report.get(theirs, {})
+        if "wall_s" in a and "wall_s" in b:
+            ratio = a["wall_s"] / b["wall_s"]
+            report[f"{ours}_over_implicit"] = {"wall": ratio, "cpu": a["cpu_s"] / b["cpu_s"],
+                                               "target_met": ratio <= KNN_TARGET}
+    report["load_average_end"] = _uptime()
+    return report
+
+
+def format_knn(report: dict[str, Any]) -> str:
+    m = report["matrix"]
+    lines = [f"gembench perf -- neighbourhood baselines (k={report['k']}) on {m['n_users']} users "
+             f"x {m['n_items']} items, {m['nnz']} pairs ({m['source']}); load average "
+             f"{report['load_average_start']} -> {report.get('load_average_end')}", "",
+             "| fit | wall s | cpu s | peak RSS MB | threads | gembench / implicit |",
+             "| --- | ---: | ---: | ---: | ---: | --- |"]
+    names = {"knn-gembench-itemknn": "gembench itemknn", "knn-implicit-item":
+             "implicit CosineRecommender (items)", "knn-gembench-userknn": "gembench userknn",
+             "knn-implicit-user": "implicit CosineRecommender (users: transpose)"}
+    for kind in KNN_KINDS:
+        res = report.get(kind)
+        if res is None:
+            continue
+        ratio = report.get(f"{kind}_over_implicit")
+        note = (f"{ratio['wall']:.2f}x wall, {ratio['cpu']:.2f}x cpu (target <= {KNN_TARGET}: "
+                f"{ratio['target_met']})" if ratio else "")
+        if "wall_s" in res:
+            lines.append(f"| {names[kind]} | {res['wall_s']:.2f} | {res['cpu_s']:.2f} | "
+                         f"{res['peak_rss_mb']:.0f} | {res['threads']} | {note} |")
+        else:
+            lines.append(f"| {names[kind]} | - | - | - | - | {res.get('error', '')[:120]!r} |")
+    checks = [(side, c) for side, c in (report.get("check") or {}).items()
+              if isinstance(c, dict) and "rows" in c]
+    lines += [""] if checks else []
+    for side, c in checks:
+        lines.append(f"{side}: fast kernel == reference path on {c['rows']} random rows "
+                     f"(bit for bit): {c['identical']}")
+    return "\n".join(lines)
+
+
 def _run_child(kind: str, work: Path, args: argparse.Namespace) -> dict[str, Any]:
     if kind.startswith("gpu-"):
         return child_gpu(kind, work, args)
+    if kind == "knn-check":
+        return child_knn_check(work, args)
+    if kind.startswith("knn-"):
+        return child_knn(kind, work, args)
     if kind == "gembench":
         return child_gembench(work, args)
     if kind.startswith("floor"):
@@ -814,6 +997,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="the GPU engine's device score budget (sizes its user chunks)")
     p.add_argument("--gpu-device", default="cuda", help=argparse.SUPPRESS)  # cpu-torch: tests
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--knn", action="store_true",
+                   help="measure only the neighbourhood section: itemknn / userknn fits beside "
+                        "implicit's CosineRecommender on the same matrix")
+    p.add_argument("--knn-matrix", default=None, help="--knn: a users x items .npz matrix")
+    p.add_argument("--knn-shape", default=None,
+                   help="--knn: a random USERSxITEMS matrix (e.g. 57000x242000; default: the "
+                        "data set's fit matrix)")
+    p.add_argument("--knn-nnz", default="4.96e6", help="--knn-shape: about this many pairs")
+    p.add_argument("--knn-zipf", type=float, default=0.8, help="--knn-shape: item popularity")
+    p.add_argument("--knn-threads", type=int, default=0, help="--knn: threads (0: the CPUs)")
+    p.add_argument("--knn-no-userknn", dest="knn_userknn", action="store_false",
+                   help="--knn: itemknn only")
+    p.add_argument("--knn-check-rows", type=int, default=2000,
+                   help="--knn: rows compared bit for bit with the reference path (0: none)")
     p.add_argument("--inline", action="store_true",
                    help="measure in this process, not in subprocesses (quick; peak memory "
                         "is then the whole run's)")
@@ -829,8 +1026,9 @@ def main(argv: list[str] | None = None) -> int:
         result = _run_child(args.child, work, args)
         (work / f"{args.child}.json").write_text(json.dumps(result, indent=2, default=float))
         return 0
-    report = run(args, echo=lambda line: print(line, flush=True))
-    table = format_table(report)
+    echo = lambda line: print(line, flush=True)  # noqa: E731
+    report = run_knn(args, echo) if args.knn else run(args, echo=echo)
+    table = format_knn(report) if args.knn else format_table(report)
     report["table"] = table
     print(table)
     if args.json:
