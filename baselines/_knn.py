@@ -76,8 +76,6 @@ _FILTER_FROM = 16
 _SAMPLE_STRIDE = 8
 #: A row of a 0/1 matrix whose pairs may reach this share of all rows counts them densely.
 _DENSE_FROM = 0.25
-#: Dense rows with fewer overlaps to count than this go in batches (one bincount each).
-_BATCH_FLOPS = 32768
 
 
 def top_k_per_row(matrix: sp.csr_matrix, k: int) -> sp.csr_matrix:
@@ -222,13 +220,7 @@ class _Kernel:
         if not dense.all():
             found.append(self.sparse_rows(s, e, rows[~dense] if dense.any() else None))
         if dense.any():
-            few = dense & (self.flops[s:e] < _BATCH_FLOPS)  # batched: per-row calls cost more
-            if few.any():
-                step = max(1, self.cap // self.n)
-                batch = rows[few]
-                found += [self.dense_batch(batch[i:i + step]) for i in range(0, len(batch), step)]
-            if (dense & ~few).any():
-                found.append(self.dense_rows(rows[dense & ~few]))
+            found.append(self.dense_rows(rows[dense]))
         row = np.concatenate([f[0] for f in found]).astype(np.uint64) - np.uint64(s)
         key = np.concatenate([f[1] for f in found])
         # sort by (row, column): one unique key row | column | bits(sim)
@@ -358,48 +350,6 @@ class _Kernel:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.uint64)
         return np.concatenate(out_rows), np.concatenate(out_keys)
 
-    def dense_batch(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`dense_rows` for a batch of rows at once (rows with few overlaps to count).
-
-        One ``np.bincount`` of ``row * n + column`` fills the batch's dense overlap matrix;
-        sims, the sampled tau and the cut are taken per row as in :meth:`dense_rows`; the
-        survivors' keys are sorted once, as ``row | (max - key)``, to take k per row.
-        """
-        k, n, cb = self.k, self.n, self.cb
-        rows = rows[self.norms[rows] > 0]  # an empty row has no neighbours
-        if not len(rows):
-            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.uint64)
-        lp, li = self.left.indptr, self.left.indices
-        via = np.concatenate([li[lp[a]:lp[a + 1]] for a in rows.tolist()])
-        flops = self.flops[rows]
-        reached = np.empty(int(flops.sum()), dtype=self.index)
-        _csr_row_index(len(via), via, self.right_indptr, self.right_indices, self.right_ones,
-                       reached, np.empty(len(reached), dtype=np.int8))
-        flat = np.repeat(np.arange(len(rows), dtype=np.int64) * n, flops) + reached
-        del reached
-        c = np.bincount(flat, minlength=len(rows) * n).reshape(len(rows), n)
-        del flat
-        c[np.arange(len(rows)), self.position[rows]] = 0  # a row is not its own neighbour
-        c = c.astype(np.float32)
-        sims = self.sim(c, self.norms[rows][:, None], self.dense_col_norms[None, :])
-        sample = sims[:, ::_SAMPLE_STRIDE]
-        if sample.shape[1] > k:
-            tau = np.partition(sample, sample.shape[1] - k, axis=1)[:, sample.shape[1] - k]
-        else:
-            tau = np.zeros(len(rows), dtype=np.float32)
-        del sample
-        cut = tau[:, None] > 0
-        r, j = np.nonzero(np.where(cut, sims >= tau[:, None], c > 0))
-        key = sims[r, j].view(np.uint32).astype(np.uint64)
-        key <<= np.uint64(cb)
-        key |= self.col_keys[j]
-        top = np.uint64(2 ** (32 + cb) - 1)  # keys have 32 + cb bits: row above them
-        order = np.sort((r.astype(np.uint64) << np.uint64(32 + cb)) | (top - key))
-        row = (order >> np.uint64(32 + cb)).astype(np.int64)
-        first = np.searchsorted(row, np.arange(len(rows)))
-        keep = np.arange(len(order)) - first[row] < k
-        return rows[row[keep]], top - (order[keep] & top)
-
 
 def cosine_neighbours(rows: sp.spmatrix, k: int, shrink: float, block_size: int, *,
                       memory_budget_mb: float | None = None, num_threads: int | None = None
@@ -420,7 +370,6 @@ def cosine_neighbours(rows: sp.spmatrix, k: int, shrink: float, block_size: int,
     budget = MEMORY_BUDGET_MB if memory_budget_mb is None else memory_budget_mb
     pairs = kernel.pairs
     cap = max(1, min(int(budget * 2**20 / _BYTES_PER_PAIR / threads), 2**30))
-    kernel.cap = cap
     max_rows = max(1, min(int(block_size), 2 ** (64 - 32 - kernel.cb)))
     spans = _blocks(pairs, cap, max_rows)
     if threads == 1 or len(spans) == 1:

@@ -903,6 +903,15 @@ def child_knn_check(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _ratio(ours: float, theirs: float) -> float | None:
+    """ours / theirs, or None where the reference time is too small to divide by."""
+    return ours / theirs if theirs > 0 else None
+
+
+def _times(ratio: float | None) -> str:
+    return "n/a" if ratio is None else f"{ratio:.2f}x"
+
+
 def run_knn(args: argparse.Namespace, echo=print) -> dict[str, Any]:
     work, info = knn_work(args, echo)
     report: dict[str, Any] = {"section": "knn", "k": KNN_K, "matrix": info,
@@ -921,9 +930,11 @@ def run_knn(args: argparse.Namespace, echo=print) -> dict[str, Any]:
                          ("knn-gembench-userknn", "knn-implicit-user")):
         a, b = report.get(ours, {}), report.get(theirs, {})
         if "wall_s" in a and "wall_s" in b:
-            ratio = a["wall_s"] / b["wall_s"]
-            report[f"{ours}_over_implicit"] = {"wall": ratio, "cpu": a["cpu_s"] / b["cpu_s"],
-                                               "target_met": ratio <= KNN_TARGET}
+            # a fit on a tiny matrix can take under a clock tick (cpu 0.0 s): no ratio then
+            ratio = _ratio(a["wall_s"], b["wall_s"])
+            report[f"{ours}_over_implicit"] = {
+                "wall": ratio, "cpu": _ratio(a["cpu_s"], b["cpu_s"]),
+                "target_met": None if ratio is None else ratio <= KNN_TARGET}
     report["load_average_end"] = _uptime()
     return report
 
@@ -943,8 +954,8 @@ def format_knn(report: dict[str, Any]) -> str:
         if res is None:
             continue
         ratio = report.get(f"{kind}_over_implicit")
-        note = (f"{ratio['wall']:.2f}x wall, {ratio['cpu']:.2f}x cpu (target <= {KNN_TARGET}: "
-                f"{ratio['target_met']})" if ratio else "")
+        note = (f"{_times(ratio['wall'])} wall, {_times(ratio['cpu'])} cpu (target <= "
+                f"{KNN_TARGET}: {ratio['target_met']})" if ratio else "")
         if "wall_s" in res:
             lines.append(f"| {names[kind]} | {res['wall_s']:.2f} | {res['cpu_s']:.2f} | "
                          f"{res['peak_rss_mb']:.0f} | {res['threads']} | {note} |")
