@@ -142,7 +142,7 @@ def reproduce(record: str | os.PathLike, data_dir: str | os.PathLike | None = No
 
 
 def run(engine: str = "local", address: str | None = None, **kwargs: Any) -> dict[str, Any]:
-    """``gembench run``: see :func:`benchmark.runner.run_benchmark` for the arguments.
+    """``gembench run``: see :func:`benchmark.run.benchmark.run_benchmark` for the arguments.
 
     ``engine="ray"`` runs each (seed, track, method) as a Ray task on the cluster at
     ``address`` (``auto``, ``host:port``, or None for a local Ray); same records, same
@@ -157,7 +157,7 @@ def run(engine: str = "local", address: str | None = None, **kwargs: Any) -> dic
         from benchmark.distributed import ray_run_benchmark
 
         return ray_run_benchmark(address=address, **kwargs)
-    from benchmark.runner import run_benchmark
+    from benchmark.run.benchmark import run_benchmark
 
     return run_benchmark(**kwargs)
 
@@ -364,8 +364,8 @@ def check_method(cls: type | str, track: str = "lora-rec", seed: int = 0) -> lis
 
 def rerank(**kwargs: Any) -> dict[str, Any]:
     """``gembench run --protocol rerank``: candidate lists from a first stage, each method
-    reorders them; records and tables (:func:`benchmark.runner.run_rerank`)."""
-    from benchmark.runner import run_rerank
+    reorders them; records and tables (:func:`benchmark.run.benchmark.run_rerank`)."""
+    from benchmark.run.benchmark import run_rerank
 
     return run_rerank(**kwargs)
 

@@ -55,7 +55,7 @@ def _seeds(value: str | None, seed: int) -> list[int] | None:
         return None
     if seed != 0:
         raise ValueError("give either --seed or --seeds, not both")
-    from benchmark.runner import check_seeds
+    from benchmark.run.plan import check_seeds
 
     return check_seeds([v.strip() for v in value.split(",")])
 
@@ -144,7 +144,7 @@ def run(
             names.append(method)
         seed_list = _seeds(seeds, seed)
         if protocol == "rerank":
-            from benchmark.runner import run_rerank
+            from benchmark.run.benchmark import run_rerank
 
             if metrics:
                 raise ValueError("--metrics does not apply to --protocol rerank (its short "

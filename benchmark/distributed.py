@@ -4,7 +4,7 @@ Why: embedding millions of images, or a sweep of (track x method) runs and tunin
 trials, outgrows one machine; the harness and its numbers must not change for it.
 So nothing here computes anything itself: every batch, run and trial is computed by
 the very functions the local engine calls (:func:`benchmark.embed.encode_batch`,
-:func:`benchmark.runner.run_one`, :func:`benchmark.tuning.run_trial`) and written by
+:func:`benchmark.run.jobs.run_one`, :func:`benchmark.tuning.run_trial`) and written by
 the same code (the embedding store with its resume file, atomic result records,
 ``store_tuned``). Only where the work runs differs.
 
@@ -17,7 +17,8 @@ the same code (the embedding store with its resume file, atomic result records,
   on :func:`benchmark.actor_map.actor_map`, one VLM per actor); the driver writes every
   returned score into the reranker's cache.
 * :func:`ray_run_benchmark` - one Ray task per (seed, track, method) run; each writes its
-  record atomically. :func:`ray_tune` - one Ray task per tuning trial.
+  record atomically. :func:`ray_tune` - one Ray task per tuning trial. Both are the local
+  functions handed a :class:`benchmark.run.executors.RayExecutor`.
 
 Ray is imported inside functions only (``gembench --help`` stays fast). Workers must
 see the same files as the driver (a shared file system on a cluster); relative paths
@@ -150,43 +151,6 @@ def ray_embed(
 
 # vlm-rerank --------------------------------------------------------------------------
 # runs and tuning ---------------------------------------------------------------------
-def _run_one_task(cwd: str, ds: Any, split: Any, track_name: str, method_name: str,
-                  fit: Any, relevant: Any, side: Any, options: dict[str, Any]
-                  ) -> tuple[str | None, tuple[str, str, str] | None, list[str]]:
-    from benchmark.runner import run_one
-
-    in_driver_folder(cwd)
-    lines: list[str] = []
-    path, skip = run_one(ds, split, track_name, method_name, fit, relevant, side,
-                         echo=lines.append, progress=False, **options)
-    return (str(path) if path is not None else None), skip, lines
-
-
-def _run_pair_task(cwd: str, ds: Any, track: str, method: str, seed: int, data_dir: str,
-                   results_dir: str) -> tuple[list[str], list[tuple[str, str, str]], list[str]]:
-    from benchmark.runner import run_pair_one
-
-    in_driver_folder(cwd)
-    lines: list[str] = []
-    paths, skips = run_pair_one(ds, track, method, seed=seed, data_dir=data_dir,
-                                results_dir=results_dir, echo=lines.append)
-    return [str(p) for p in paths], skips, lines
-
-
-def _gather(refs: list[Any], desc: str, progress: bool) -> list[Any]:
-    """Results of ``refs`` in submission order, with a bar advancing as tasks finish."""
-    import ray
-
-    from benchmark.progress import progress_bar
-
-    pending = list(refs)
-    with progress_bar(total=len(refs), desc=desc, unit="task", enabled=progress) as bar:
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            bar.update(len(done))
-    return ray.get(refs)
-
-
 def ray_run_benchmark(
     dataset: str | os.PathLike = "synthetic-small",
     tracks: list[str] | None = None,
@@ -210,89 +174,21 @@ def ray_run_benchmark(
     gpus_per_task: float = 0.0,
     max_retries: int = 2,
 ) -> dict[str, Any]:
-    """:func:`benchmark.runner.run_benchmark` with one Ray task per (seed, track, method).
+    """:func:`benchmark.run.benchmark.run_benchmark` with one Ray task per (seed, track,
+    method): the same job list on a :class:`~benchmark.run.executors.RayExecutor`.
 
-    For every seed (``seeds``, else ``seed``) the data set, splits and per-track data are
-    prepared in the driver and shared through Ray's object store; then all tasks of all
-    seeds are submitted at once. A ranking task runs :func:`benchmark.runner.run_one`, a
-    pair-track task (preference: one method, every k) :func:`benchmark.runner.run_pair_one`,
-    unchanged; each writes its records atomically (a retried task rewrites the same files).
-    Messages are echoed in the local engine's order once all tasks are done.
+    Every seed's data set, splits and per-track data are prepared in the driver and shared
+    through Ray's object store (once per object); then all jobs are submitted at once. A
+    pair-track job (preference: one method, every k) asks for no GPU. Messages are echoed
+    in the local engine's order once all tasks are done.
     """
-    import ray
+    from benchmark.run.benchmark import run_benchmark
+    from benchmark.run.executors import RayExecutor
 
-    from benchmark.runner import check_seeds, leaderboards, plan_pair_runs, plan_runs
-
-    seed_list = check_seeds(seeds) if seeds is not None else [seed]
-    ensure_ray(address, num_cpus)
-    task = ray.remote(num_cpus=cpus_per_task, num_gpus=gpus_per_task,
-                      max_retries=max_retries)(_run_one_task)
-    pair_task = ray.remote(num_cpus=cpus_per_task, max_retries=max_retries)(_run_pair_task)
-    base = {"protocol": protocol, "device": device,  # device resolved per worker
-            "results_dir": str(Path(results_dir).absolute()),
-            "memory_budget_mb": memory_budget_mb, "metrics": metrics,
-            "tuned_dir": str(Path(tuned_dir).absolute()) if tuned_dir else None}
-    cwd = os.getcwd()
-    jobs, refs = [], []
-    for s in seed_list:
-        said = [f"seed {s}"] if seeds is not None else []  # echoed in the local order below
-        ds, split, plan, skipped = plan_runs(dataset, tracks, methods, protocol, s, data_dir,
-                                             progress, metrics=metrics)
-        pair_runs, pair_skips = plan_pair_runs(ds, tracks, methods, seed=s, data_dir=data_dir)
-        first = len(refs)
-        ds_ref, split_ref = ray.put(ds), ray.put(split)
-        refs += [pair_task.remote(cwd, ds_ref, track_name, name, s,
-                                  str(Path(data_dir).absolute()), base["results_dir"])
-                 for track_name, name in pair_runs]
-        n_pair = len(pair_runs)
-        for track_name, names, fit, relevant, side in plan:
-            fit_ref, rel_ref, side_ref = ray.put(fit), ray.put(relevant), ray.put(side)
-            refs += [task.remote(cwd, ds_ref, split_ref, track_name, name, fit_ref, rel_ref,
-                                 side_ref, {**base, "seed": s}) for name in names]
-        jobs.append((s, ds, split, skipped + pair_skips, first, n_pair, len(refs), said))
-    outcomes = _gather(refs, "ray runs", progress)
-    result: dict[str, Any] = {"records": [], "skipped": [], "seeds": seed_list,
-                              "engine": "ray"}
-    per_seed = {}
-    def local_path(path: str) -> Path:  # the local engine returns paths under results_dir
-        return Path(results_dir) / Path(path).relative_to(base["results_dir"])
-
-    for s, ds, split, skipped, lo, n_pair, hi, said in jobs:
-        written: list[Path] = []
-        for line in said:
-            echo(line)
-        for paths, skips, lines in outcomes[lo : lo + n_pair]:
-            for line in lines:
-                echo(line)
-            written += [local_path(p) for p in paths]
-            skipped += [tuple(k) for k in skips]
-        for path, skip, lines in outcomes[lo + n_pair : hi]:
-            for line in lines:
-                echo(line)
-            if path is not None:
-                written.append(local_path(path))
-            if skip is not None:
-                skipped.append(tuple(skip))
-        per_seed[s] = {"dataset": ds, "split": split, "records": written, "skipped": skipped}
-        result["records"] += written
-        result["skipped"] += [(*k, s) for k in skipped] if seeds is not None else skipped
-        result.setdefault("dataset", ds)
-        result.setdefault("split", split)
-    if seeds is not None:
-        result["per_seed"] = per_seed
-    if leaderboard_dir is not None:
-        result.update(leaderboards(results_dir, leaderboard_dir))
-    return result
-
-
-def _trial_task(cwd: str, cls: type, seed: int, params: dict[str, Any], fit: Any,
-                relevant: Any, side: Any, metrics: tuple[str, ...], metric: str,
-                memory_budget_mb: float) -> dict[str, Any]:
-    from benchmark.tuning import run_trial
-
-    in_driver_folder(cwd)
-    return run_trial(cls, seed, params, fit, relevant, side, metrics, metric,
-                     memory_budget_mb)
+    executor = RayExecutor(address, num_cpus, cpus_per_task, gpus_per_task, max_retries)
+    return run_benchmark(dataset, tracks, methods, protocol, seed, data_dir, results_dir,
+                         leaderboard_dir, memory_budget_mb, progress, echo, tuned_dir, device,
+                         seeds, metrics, executor=executor)
 
 
 def ray_tune(
@@ -316,27 +212,12 @@ def ray_tune(
     gpus_per_task: float = 0.0,
     max_retries: int = 2,
 ) -> dict[str, Any]:
-    """:func:`benchmark.tuning.tune` with one Ray task per trial.
+    """:func:`benchmark.tuning.tune` with one Ray task per trial (a RayExecutor): the same
+    configurations, scored by the same :func:`benchmark.tuning.run_trial`; the driver picks
+    the best (ties: the earlier trial) and stores it exactly as the local engine does."""
+    from benchmark.run.executors import RayExecutor
+    from benchmark.tuning import tune
 
-    The same configurations (seeded, defaults first) are scored by
-    :func:`benchmark.tuning.run_trial` in tasks; the driver picks the best (ties: the
-    earlier trial) and stores it exactly as the local engine does.
-    """
-    import ray
-
-    from benchmark.tuning import finish_tuning, plan_tuning
-
-    ensure_ray(address, num_cpus)
-    plan = plan_tuning(track, method, budget, dataset, metric, seed, protocol, data_dir,
-                       progress, metrics=metrics)
-    task = ray.remote(num_cpus=cpus_per_task, num_gpus=gpus_per_task,
-                      max_retries=max_retries)(_trial_task)
-    shared = [ray.put(plan[k]) for k in ("fit", "relevant", "side")]
-    cwd = os.getcwd()
-    refs = [task.remote(cwd, plan["cls"], seed, params, *shared, plan["metrics"], metric,
-                        memory_budget_mb) for params in plan["configs"]]
-    trials = _gather(refs, f"ray tune {plan['method']}", progress)
-    for i, trial in enumerate(trials):
-        echo(f"{track} {plan['method']} trial {i + 1}/{plan['budget']} "
-             f"{metric}={trial['value']:.4f} {trial['params']}")
-    return {**finish_tuning(plan, trials, tuned_dir, echo), "engine": "ray"}
+    executor = RayExecutor(address, num_cpus, cpus_per_task, gpus_per_task, max_retries)
+    return tune(track, method, budget, dataset, metric, seed, protocol, data_dir, tuned_dir,
+                memory_budget_mb, progress, echo, metrics, executor=executor)

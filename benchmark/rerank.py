@@ -453,7 +453,7 @@ def rerank_records(
     candidates: str = "top",
 ) -> dict[str, Any]:
     """The rerank records of ``gembench run --protocol rerank`` (the tables are the run
-    layer's: :func:`benchmark.runner.run_rerank`): candidates from ``first_stage``, then
+    layer's: :func:`benchmark.run.benchmark.run_rerank`): candidates from ``first_stage``, then
     each method.
 
     ``candidates``: ``"top"`` (default, protocol ``rerank-<first stage>-c<n>``) hands each

@@ -13,7 +13,7 @@ The chosen parameters are stored in ``baselines/tuned/<dataset>.json`` under
 ``[protocol][track][method]`` with the metric, its validation value, the budget,
 the trials and the track fingerprint tuned on (``track_fingerprint``: the track's rows
 and catalogue, :meth:`benchmark.splits.Split.track_fingerprint`).
-:func:`benchmark.runner.run_benchmark` uses them only when that fingerprint equals the
+:func:`benchmark.run.benchmark.run_benchmark` uses them only when that fingerprint equals the
 current split's for the track. ``metrics`` (``gembench tune --metrics``) is the metric
 set each trial evaluates (stored per trial); the objective is ``metric`` alone.
 """
@@ -32,6 +32,7 @@ import numpy as np
 
 from benchmark.core.io import atomic_write_text
 from benchmark.core.params import build
+from benchmark.run.executors import Executor, Job, LocalExecutor
 
 log = logging.getLogger("gembench")
 
@@ -107,24 +108,34 @@ def tune(
     progress: bool = True,
     echo=print,
     metrics: Sequence[str] | None = None,
+    executor: Executor | None = None,
 ) -> dict[str, Any]:
     """Random-search ``method`` on ``track``'s validation part; store and return the entry.
+
+    ``executor`` is where the trials run (None: here, one after another; a
+    :class:`~benchmark.run.executors.RayExecutor`: one Ray task each); the trials, the
+    choice and the stored entry are the same. ``result["engine"]`` names it.
 
     ``metrics`` (None: the track's defaults) is the metric set each trial evaluates; when
     given, each stored trial holds their values under ``metrics``. An unknown name or a
     cut-off above the track's ``max_k`` (in ``metric`` too) is one ValueError before any
     fitting.
     """
+    executor = executor or LocalExecutor()
+    executor.start()  # an unreachable cluster fails before any data is built
     plan = plan_tuning(track, method, budget, dataset, metric, seed, protocol, data_dir,
                        progress, metrics=metrics)
+    jobs = [Job(trial_job, (plan["fit"], plan["relevant"], plan["side"]),
+                {"cls": plan["cls"], "seed": seed, "params": params,
+                 "metrics": plan["metrics"], "metric": metric,
+                 "memory_budget_mb": memory_budget_mb}) for params in plan["configs"]]
     trials = []
-    for i, params in enumerate(plan["configs"]):
-        trial = run_trial(plan["cls"], seed, params, plan["fit"], plan["relevant"],
-                          plan["side"], plan["metrics"], metric, memory_budget_mb)
+    for i, trial in enumerate(executor.map(jobs, echo, desc=f"{executor.name} tune "
+                                           f"{plan['method']}", progress=progress)):
         trials.append(trial)
         echo(f"{track} {plan['method']} trial {i + 1}/{plan['budget']} "
-             f"{metric}={trial['value']:.4f} {params}")
-    return finish_tuning(plan, trials, tuned_dir, echo)
+             f"{metric}={trial['value']:.4f} {trial['params']}")
+    return {**finish_tuning(plan, trials, tuned_dir, echo), "engine": executor.name}
 
 
 def plan_tuning(track: str, method: str, budget: int | None, dataset: str | os.PathLike,
@@ -177,6 +188,14 @@ def run_trial(cls: type, seed: int, params: dict[str, Any], fit: Any, relevant: 
     return {"params": params, "value": float(evaluation.summary[metric]),
             "fit_s": round(timing["fit"], 2), "evaluate_s": round(timing["evaluate"], 2),
             "metrics": {m: round(float(evaluation.summary[m]), 8) for m in metrics}}
+
+
+def trial_job(fit: Any, relevant: Any, side: Any, *, echo, cls: type, seed: int,
+              params: dict[str, Any], metrics: tuple[str, ...], metric: str,
+              memory_budget_mb: float = 512.0) -> dict[str, Any]:
+    """:func:`run_trial` as a job (the valid data first, shared between the trials)."""
+    return run_trial(cls, seed, params, fit, relevant, side, metrics, metric,
+                     memory_budget_mb)
 
 
 def finish_tuning(plan: dict[str, Any], trials: list[dict[str, Any]],

@@ -150,6 +150,7 @@ def test_ray_run_benchmark_records_equal_local(local_ray, tmp_path):
     remote = D.ray_run_benchmark(results_dir=tmp_path / "ray", echo=ray_lines.append,
                                  **common)
     assert local["seeds"] == remote["seeds"] == [0, 1]
+    assert (local["engine"], remote["engine"]) == ("local", "ray")
     assert len(local["records"]) == len(remote["records"]) == 2 * (2 * 4 + 5)  # 5 k
     assert [p.relative_to(tmp_path / "local") for p in local["records"]] == \
         [p.relative_to(tmp_path / "ray") for p in remote["records"]]

@@ -22,11 +22,11 @@ PAIR_METHOD = "benchmark.preference:PreferenceMethod"
 
 SPECS: dict[str, TrackSpec] = {spec.name: spec for spec in (
     TrackSpec("lora-rec", "which LoRAs will this user use next?", RANKING_PROTOCOLS,
-              RANKING_COLUMNS, "ndcg@10", RANKING_METHOD, "benchmark.runner:run_one",
+              RANKING_COLUMNS, "ndcg@10", RANKING_METHOD, "benchmark.run.jobs:run_one",
               item_kind="lora", not_ranked=("avg_popularity",)),
     TrackSpec("image-rec", "which images will this user like?", RANKING_PROTOCOLS,
               (*RANKING_COLUMNS, "recall@100", "ndcg@100"), "ndcg@10", RANKING_METHOD,
-              "benchmark.runner:run_one", item_kind="image", not_ranked=("avg_popularity",)),
+              "benchmark.run.jobs:run_one", item_kind="image", not_ranked=("avg_popularity",)),
     # records of the rerank protocol carry their ranking track's name (lora-rec, image-rec)
     TrackSpec("rerank", "does a second stage reorder a first stage's short list better?",
               ("rerank",), ("recall@1", "recall@5", "ndcg@5", "ndcg@10", "mrr@10",
