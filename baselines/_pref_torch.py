@@ -28,9 +28,9 @@ import pandas as pd
 
 from benchmark.core.params import Params
 from benchmark.errors import DataError
-from benchmark.preference import DEFAULT_ENCODER, image_embeddings, lookup
 from benchmark.progress import progress_bar
 from benchmark.protocols import SideInfo
+from benchmark.tracks.preference.track import DEFAULT_ENCODER, image_embeddings, lookup
 
 
 class ParamsMixin(Params):

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmark.lora.track import DirectionEditor, EditBank, unit
+from benchmark.tracks.lora_edit.track import DirectionEditor, EditBank, unit
 
 
 def lda_direction(delta: np.ndarray, variance: np.ndarray, shrinkage: float) -> np.ndarray:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from benchmark.errors import NotApplicable
-from benchmark.lora.track import DirectionEditor, EditBank, positive_means, unit
+from benchmark.tracks.lora_edit.track import DirectionEditor, EditBank, positive_means, unit
 
 
 class JudgeGradient(DirectionEditor):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmark.lora.track import DirectionEditor
+from benchmark.tracks.lora_edit.track import DirectionEditor
 
 
 class NoEdit(DirectionEditor):

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from benchmark.errors import NotApplicable
-from benchmark.lora.track import DirectionEditor, EditBank, unit
+from benchmark.tracks.lora_edit.track import DirectionEditor, EditBank, unit
 
 
 class OracleDirection(DirectionEditor):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmark.lora.track import DirectionEditor, unit
+from benchmark.tracks.lora_edit.track import DirectionEditor, unit
 
 
 class RandomDirection(DirectionEditor):

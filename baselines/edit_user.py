@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from baselines.edit_global import GlobalDirection, lda_direction
-from benchmark.lora.track import EditBank, positive_means
+from benchmark.tracks.lora_edit.track import EditBank, positive_means
 
 
 class UserDirection(GlobalDirection):

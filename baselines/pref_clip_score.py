@@ -27,8 +27,8 @@ import pandas as pd
 
 from baselines._pref_torch import ParamsMixin
 from benchmark.errors import DataError
-from benchmark.preference import DEFAULT_ENCODER, image_embeddings, lookup
 from benchmark.protocols import SideInfo
+from benchmark.tracks.preference.track import DEFAULT_ENCODER, image_embeddings, lookup
 
 TEXT_KINDS = ("text", "texts", "prompt", "prompts")
 

@@ -17,8 +17,8 @@ import pandas as pd
 from scipy.optimize import minimize
 from scipy.special import expit, log_expit
 
-from benchmark.preference import DEFAULT_ENCODER, image_embeddings, lookup
 from benchmark.protocols import SideInfo
+from benchmark.tracks.preference.track import DEFAULT_ENCODER, image_embeddings, lookup
 
 
 def pair_differences(train: pd.DataFrame, ids: pd.Index, emb: np.ndarray) -> np.ndarray:

@@ -27,7 +27,7 @@ import math
 from typing import Any
 
 from baselines._pref_torch import TorchPreferenceModel
-from benchmark.preference import DEFAULT_ENCODER
+from benchmark.tracks.preference.track import DEFAULT_ENCODER
 
 
 class HistoryAttention(TorchPreferenceModel):

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from baselines._pref_torch import TorchPreferenceModel, _user_rows
-from benchmark.preference import DEFAULT_ENCODER
+from benchmark.tracks.preference.track import DEFAULT_ENCODER
 
 
 class PreferenceTokens(TorchPreferenceModel):

@@ -20,8 +20,8 @@ import scipy.sparse as sp
 from scipy.optimize import minimize
 
 from baselines.pref_global import bt_loss, pair_differences
-from benchmark.preference import DEFAULT_ENCODER, image_embeddings, lookup
 from benchmark.protocols import SideInfo
+from benchmark.tracks.preference.track import DEFAULT_ENCODER, image_embeddings, lookup
 
 
 class UserEmbedding:

@@ -569,7 +569,7 @@ class VLMReranker(RankingMethod):
         excluded) lifted above the rest in the VLM's order."""
         from benchmark.ranking import topk
         from benchmark.registry import resolve_method
-        from benchmark.rerank import order_candidates
+        from benchmark.tracks.rerank.track import order_candidates
 
         if self.first_stage_ is None:
             _, cls = resolve_method(self.first_stage)

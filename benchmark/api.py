@@ -289,8 +289,8 @@ def fit_judge(method: str, out: str | os.PathLike, dataset: str | os.PathLike = 
     from benchmark.core.params import build
     from benchmark.data.resolve import resolve_dataset
     from benchmark.judge import save_judge
-    from benchmark.preference import evaluate_preference, prepare_preference_split
     from benchmark.registry import resolve_method
+    from benchmark.tracks.preference.track import evaluate_preference, prepare_preference_split
 
     ds = resolve_dataset(dataset, data_dir, seed=seed, progress=False)
     split = prepare_preference_split(ds, data_dir, seed=seed)
@@ -371,7 +371,8 @@ def rerank(**kwargs: Any) -> dict[str, Any]:
 
 
 def edit_run(**kwargs: Any) -> dict[str, Any]:
-    """``gembench edit run``: the lora-edit track (:func:`benchmark.lora.track.run_lora_edit`)."""
-    from benchmark.lora.track import run_lora_edit
+    """``gembench edit run``: the lora-edit track
+    (:func:`benchmark.tracks.lora_edit.track.run_lora_edit`)."""
+    from benchmark.tracks.lora_edit.track import run_lora_edit
 
     return run_lora_edit(**kwargs)

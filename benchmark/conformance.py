@@ -85,8 +85,8 @@ def check_method(cls: type, track: str = "lora-rec", seed: int = 0,
 
 def _check_ranking(cls: type, ds: Any, spec: Any, seed: int, root: Path,
                    passed: list[str]) -> None:
+    from benchmark.ranking_data import track_data, track_side
     from benchmark.splits import SplitConfig, prepare_split
-    from benchmark.tracks.ranking import track_data, track_side
 
     split = prepare_split(ds, SplitConfig(protocol="leave-last-out",
                                           tracks=("lora-rec", "image-rec"), seed=seed),
@@ -117,8 +117,8 @@ def _check_ranking(cls: type, ds: Any, spec: Any, seed: int, root: Path,
 
 
 def _check_pairs(cls: type, ds: Any, seed: int, passed: list[str]) -> None:
-    from benchmark.preference import make_preference_split
     from benchmark.protocols import SideInfo
+    from benchmark.tracks.preference.track import make_preference_split
     from benchmark.views import preference_view
 
     split = make_preference_split(ds, seed=seed)

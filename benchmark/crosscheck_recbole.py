@@ -33,8 +33,8 @@ import scipy.sparse as sp
 from benchmark.data.recbole import import_recbole
 from benchmark.evaluate import evaluate_ranking, metrics_from_ranked
 from benchmark.protocols import InteractionData, RankingMethod, SideInfo
+from benchmark.ranking_data import track_data
 from benchmark.splits import Split, SplitConfig, make_split
-from benchmark.tracks.ranking import track_data
 
 DEFAULT_ML100K = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k"
 METRICS = ("recall@10", "ndcg@10")

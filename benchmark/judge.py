@@ -30,7 +30,7 @@ import pandas as pd
 
 from benchmark.core.io import atomic_write_text
 from benchmark.errors import DataError
-from benchmark.preference import dataset_info
+from benchmark.tracks.preference.track import dataset_info
 from benchmark.views import stored_file
 
 JUDGE_SCHEMA = "gembench.judge/1"
@@ -205,7 +205,7 @@ def score_pairs(judge: Any, pairs: pd.DataFrame) -> pd.DataFrame:
     """``d = s(u, a) - s(u, b)`` and ``p_a = sigmoid(d)`` per ``(user_id, image_a, image_b)``."""
     from scipy.special import expit
 
-    from benchmark.preference import pair_scores
+    from benchmark.tracks.preference.track import pair_scores
 
     missing = [c for c in ("user_id", "image_a", "image_b") if c not in pairs]
     if missing:

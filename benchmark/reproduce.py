@@ -96,10 +96,10 @@ def reproduce(record_file: str | os.PathLike, data_dir: str | os.PathLike | None
     Returns ``match`` (bool), ``differences`` (at most one line per differing
     field), the new record and where it was written (a temporary folder).
     """
+    from benchmark.ranking_data import run_method, track_data, track_side
     from benchmark.results import method_figures
     from benchmark.splits import SplitConfig, prepare_split
     from benchmark.tasks import get_track
-    from benchmark.tracks.ranking import run_method, track_data, track_side
     from benchmark.views import side_for
 
     old = read_record(record_file)
@@ -200,13 +200,13 @@ def _reproduce_job(old: dict[str, Any], record_file: str | os.PathLike, tmp: Pat
     ds = _dataset(old, data)
     results = tmp / "results"
     if job == "preference":
-        from benchmark.preference import run_preference
+        from benchmark.tracks.preference.track import run_preference
 
         k = old["split"]["k"]
         run_preference(ds, [method], ks=[k], seed=seed, data_dir=data, results_dir=results,
                        echo=quiet)
     elif job == "rerank":
-        from benchmark.rerank import rerank_records
+        from benchmark.tracks.rerank.track import rerank_records
 
         c = old["split"]["candidates"]
         rerank_records(str(ds.path), tracks=[old["track"]], methods=[method],
@@ -218,7 +218,7 @@ def _reproduce_job(old: dict[str, Any], record_file: str | os.PathLike, tmp: Pat
                    method_params=old["method"].get("params") or {}, progress=progress,
                    echo=quiet, candidates=c.get("mode", "top"))
     else:
-        from benchmark.lora.track import run_lora_edit
+        from benchmark.tracks.lora_edit.track import run_lora_edit
 
         config = old.get("edit_config")
         if not config or not config.get("synthetic_bank") or "-judge-" in old["split"]["protocol"]:

@@ -8,6 +8,7 @@ module only re-exports it, so both paths name the very same functions.
 from __future__ import annotations
 
 from benchmark.data.resolve import resolve_dataset
+from benchmark.ranking_data import metrics_of, run_method, track_data, track_side
 from benchmark.results import method_figures
 from benchmark.run.benchmark import leaderboards, run_benchmark, run_rerank
 from benchmark.run.jobs import headline as _headline
@@ -21,7 +22,6 @@ from benchmark.run.plan import (
 )
 from benchmark.run.plan import check_methods_known as _check_methods_known
 from benchmark.splits import prepare_split
-from benchmark.tracks.ranking import metrics_of, run_method, track_data, track_side
 
 __all__ = ["PAIR_TRACKS", "_check_methods_known", "_headline", "check_seeds", "leaderboards",
            "method_figures", "metrics_of", "plan_pair_runs", "plan_runs", "prepare_split",

@@ -40,9 +40,9 @@ import pyarrow.parquet as pq
 
 from benchmark.errors import SubmissionError
 from benchmark.evaluate import max_k, metrics_from_ranked
+from benchmark.ranking_data import metrics_of, track_data
 from benchmark.splits import Split
 from benchmark.tasks import RankingTrack
-from benchmark.tracks.ranking import metrics_of, track_data
 from benchmark.views import pairs_in
 
 COLUMNS = ("user_id", "item_id", "rank")

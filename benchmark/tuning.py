@@ -145,11 +145,11 @@ def plan_tuning(track: str, method: str, budget: int | None, dataset: str | os.P
     """Everything before the trials (split, valid data, configurations); shared by the
     local loop and the Ray engine so both score the same trials on the same data."""
     from benchmark.data.resolve import resolve_dataset
+    from benchmark.ranking_data import track_data, track_side
     from benchmark.registry import resolve_method
     from benchmark.results import seeded_protocol
     from benchmark.splits import SplitConfig, prepare_split
     from benchmark.tasks import get_track
-    from benchmark.tracks.ranking import track_data, track_side
 
     spec = get_track(track)
     # bad names and cut-offs above the track's max_k fail before any fitting
@@ -180,7 +180,7 @@ def run_trial(cls: type, seed: int, params: dict[str, Any], fit: Any, relevant: 
               side: Any, metrics: tuple[str, ...], metric: str,
               memory_budget_mb: float = 512.0) -> dict[str, Any]:
     """One trial: fit ``cls(**params)`` on train, score ``metric`` on valid."""
-    from benchmark.tracks.ranking import run_method
+    from benchmark.ranking_data import run_method
 
     model = build(cls, seed).set_params(**params)
     evaluation, timing = run_method(model, fit, relevant, side, metrics, memory_budget_mb,

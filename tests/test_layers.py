@@ -154,13 +154,59 @@ def test_baselines_never_import_the_top_layer():
     assert _violations("baselines", TOP) == []
 
 
+def _track_folder(name: str) -> str | None:
+    """``benchmark.tracks.<folder>[.x]`` -> folder (None for the registry and the base)."""
+    parts = name.split(".")
+    if len(parts) < 3 or parts[:2] != ["benchmark", "tracks"] or parts[2] == "base":
+        return None
+    return parts[2]
+
+
+def _reachable(start: str) -> set[str]:
+    seen, stack = set(), [start]
+    while stack:
+        for dst in EDGES.get(stack.pop(), ()):
+            if dst not in seen:
+                seen.add(dst)
+                stack.append(dst)
+    return seen
+
+
 def test_tracks_never_import_the_top_layer_or_each_other():
     assert _violations("benchmark.tracks", TOP) == []
-    tracks = sorted(m for m in MODULES if m.startswith("benchmark.tracks.")
-                    and m not in ("benchmark.tracks.base",))
-    crossing = sorted(f"{src} -> {dst}" for src in tracks for dst in EDGES[src]
-                      if dst in tracks and dst != src)
+    # transitively: a lower module (or an old-path alias) cannot carry one track into another
+    crossing = sorted(f"{src} -> {dst}" for src in MODULES if (own := _track_folder(src))
+                      for dst in _reachable(src)
+                      if (other := _track_folder(dst)) and other != own)
     assert crossing == []
+
+
+def test_every_track_is_one_folder_with_its_spec():
+    from benchmark.tracks import SPECS
+
+    folders = sorted({f for m in MODULES if (f := _track_folder(m))})
+    assert folders == ["lora_edit", "preference", "ranking", "rating", "rerank"]
+    for folder in folders:
+        assert f"benchmark.tracks.{folder}.spec" in MODULES
+        # a spec module is light: it imports the base only
+        assert EDGES[f"benchmark.tracks.{folder}.spec"] <= {"benchmark.tracks.base"}
+    assert list(SPECS) == ["lora-rec", "image-rec", "rerank", "preference", "rating",
+                           "lora-edit"]
+
+
+def test_old_module_paths_are_the_same_modules():
+    import importlib
+
+    for old, new in [("benchmark.preference", "benchmark.tracks.preference.track"),
+                     ("benchmark.ratings", "benchmark.tracks.rating.track"),
+                     ("benchmark.rerank", "benchmark.tracks.rerank.track"),
+                     ("benchmark.lora.track", "benchmark.tracks.lora_edit.track")]:
+        assert importlib.import_module(old) is importlib.import_module(new)
+    # a committed rerank record names its control by the old path: it still resolves
+    from benchmark.tracks.rerank.track import ReversedFirstStage
+
+    module, _, attr = "benchmark.rerank:ReversedFirstStage".partition(":")
+    assert getattr(importlib.import_module(module), attr) is ReversedFirstStage
 
 
 def test_lower_layers_never_import_the_top_layer():

@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-import benchmark.tracks.ranking as ranking_mod
+import benchmark.ranking_data as ranking_mod
 from benchmark import tuning
 from benchmark.cli import app
 from benchmark.data.synthetic import synthesize

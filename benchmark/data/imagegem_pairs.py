@@ -34,7 +34,7 @@ import pandas as pd
 from benchmark.core.io import atomic_write_text
 from benchmark.data.store import Dataset
 from benchmark.errors import DataError
-from benchmark.preference import PAIR_COLUMNS
+from benchmark.per_user import PAIR_COLUMNS
 
 HASH_FEATURES = 2**16
 

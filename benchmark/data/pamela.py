@@ -173,7 +173,7 @@ def import_pamela(
 
     ``rating_scale=(lo, hi)`` makes a rating outside ``[lo, hi]`` an error. The original split
     of every rating is kept in ``ratings.split`` (use
-    :func:`benchmark.ratings.rating_split_from_column` to evaluate on it).
+    :func:`benchmark.tracks.rating.track.rating_split_from_column` to evaluate on it).
     """
     src = Path(src)
     files = _locate(src)

@@ -30,7 +30,7 @@ TRACK_METRICS: dict[str, tuple[str, ...]] = {n: SPECS[n].columns
 TRACK_SORT_METRIC: dict[str, str] = {n: SPECS[n].main_score for n in ("preference", "lora-edit")}
 RATING_METRICS = SPECS["rating"].columns
 RATING_SORT_METRIC = SPECS["rating"].main_score
-#: why a rating record left a user out (``benchmark.ratings.EXCLUDE_REASONS``), in words
+#: why a rating record left a user out (``benchmark.tracks.rating.track.EXCLUDE_REASONS``), in words
 RATING_EXCLUSIONS = {"fewer_than_2": "with fewer than 2 test ratings",
                      "constant_rating": "whose test ratings are all equal"}
 

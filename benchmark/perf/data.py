@@ -54,8 +54,8 @@ def resolve_dataset(scale: str, dataset: str | None, cache: Path):
 
 def load_track(ds, cache: Path) -> tuple[dict[str, Any], Any, sp.csr_matrix, Any]:
     """Split (cached), then the fit matrix (train + valid) and the test matrix, timed."""
+    from benchmark.ranking_data import track_data
     from benchmark.splits import SplitConfig, prepare_split
-    from benchmark.tracks.ranking import track_data
 
     config = SplitConfig(protocol="leave-last-out", tracks=("lora-rec",))
     t0 = time.perf_counter()

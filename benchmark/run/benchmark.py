@@ -137,9 +137,10 @@ def leaderboards(results_dir: str | os.PathLike, leaderboard_dir: str | os.PathL
 
 def run_rerank(*args: Any, leaderboard_dir: str | os.PathLike | None = "leaderboards",
                **kwargs: Any) -> dict[str, Any]:
-    """``gembench run --protocol rerank``: :func:`benchmark.rerank.rerank_records`, then
-    the leaderboards (the same arguments, plus ``leaderboard_dir``; None: no tables)."""
-    from benchmark.rerank import rerank_records
+    """``gembench run --protocol rerank``:
+    :func:`benchmark.tracks.rerank.track.rerank_records`, then the leaderboards (the same
+    arguments, plus ``leaderboard_dir``; None: no tables)."""
+    from benchmark.tracks.rerank.track import rerank_records
 
     result = rerank_records(*args, **kwargs)
     if leaderboard_dir is not None:

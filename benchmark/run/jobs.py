@@ -18,6 +18,7 @@ from benchmark.core.params import build, jsonable
 from benchmark.data.store import Dataset
 from benchmark.errors import NotApplicable
 from benchmark.protocols import InteractionData, SideInfo
+from benchmark.ranking_data import metrics_of, run_method
 from benchmark.registry import resolve_method
 from benchmark.results import (
     make_record,
@@ -28,7 +29,6 @@ from benchmark.results import (
 )
 from benchmark.splits import Split
 from benchmark.tasks import get_track
-from benchmark.tracks.ranking import metrics_of, run_method
 from benchmark.views import side_for
 
 #: what every job returns: (record paths written, (track, method, why) skipped)
@@ -122,7 +122,7 @@ def run_pair_one(ds: Dataset, track: str, method: str, *, seed: int,
                  data_dir: str | os.PathLike, results_dir: str | os.PathLike, echo=print
                  ) -> Outcome:
     """One method of one pair track, every k (one record each)."""
-    from benchmark.preference import run_preference
+    from benchmark.tracks.preference.track import run_preference
 
     return run_preference(ds, [method], seed=seed, data_dir=data_dir,
                           results_dir=results_dir, echo=echo)

@@ -17,11 +17,11 @@ import scipy.sparse as sp
 from benchmark.data.resolve import resolve_dataset
 from benchmark.data.store import Dataset
 from benchmark.protocols import InteractionData, SideInfo
+from benchmark.ranking_data import metrics_of, track_data, track_side
 from benchmark.registry import METHODS
 from benchmark.splits import Split, SplitConfig, prepare_split
 from benchmark.tasks import get_track
 from benchmark.tracks import PAIR_METHOD, SPECS
-from benchmark.tracks.ranking import metrics_of, track_data, track_side
 
 #: the ranking tracks ``gembench run`` runs when none are named
 DEFAULT_TRACKS = ("lora-rec", "image-rec")
@@ -85,7 +85,7 @@ def plan_pair_runs(ds: Dataset, tracks: list[str] | None, methods: list[str] | N
     Builds (or finds) each track's pair split under ``data_dir`` first, so the runs,
     local or on Ray workers, only read it.
     """
-    from benchmark.preference import TRACK, prepare_preference_split
+    from benchmark.tracks.preference.track import TRACK, prepare_preference_split
 
     if "preference" not in (tracks or []):
         return [], []

@@ -1,54 +1,47 @@
 """Tracks: one :class:`~benchmark.tracks.base.TrackSpec` per track, registered by name.
 
-Adding a track is one module (or folder) here that defines its spec, plus the entry in
-:data:`SPECS`; the leaderboard, the runners, the CLI and the API read every track property
-(question, protocols, columns, main score, ranked metrics, method protocol, jobs) from it.
+Adding a track is one folder here, ``<track>/`` with its ``spec.py`` (the spec) and its
+code (``track.py``); :data:`SPECS` finds it. The leaderboard, the runners, the CLI and the
+API read every track property (question, protocols, columns, main score, ranked metrics,
+method protocol, jobs) from it.
 """
 
 from __future__ import annotations
 
+import importlib
+from pathlib import Path
 from typing import Any
 
-from benchmark.tracks.base import Metric, TrackSpec
+from benchmark.tracks.base import PAIR_METHOD, RANKING_METHOD, Metric, TrackSpec
 
-__all__ = ["SPECS", "Metric", "TrackSpec", "get_spec", "spec_for_records", "spec_for_table"]
+__all__ = ["PAIR_METHOD", "RANKING_METHOD", "SPECS", "Metric", "TrackSpec", "get_spec",
+           "spec_for_records", "spec_for_table"]
 
-#: the full-ranking tables' default columns and main score
-RANKING_COLUMNS = ("recall@10", "recall@20", "recall@50", "ndcg@10", "ndcg@20", "ndcg@50",
-                   "hit@10", "mrr@10")
-RANKING_PROTOCOLS = ("leave-last-out", "temporal", "random", "cold-start")
-RANKING_METHOD = "benchmark.protocols:RankingMethod"
-PAIR_METHOD = "benchmark.preference:PreferenceMethod"
+#: the built-in tracks' folders, in the order tables and ``gembench list`` show them; any
+#: other folder with a ``spec.py`` is a track too (after these, by name)
+BUILT_IN = ("ranking", "rerank", "preference", "rating", "lora_edit")
 
-SPECS: dict[str, TrackSpec] = {spec.name: spec for spec in (
-    TrackSpec("lora-rec", "which LoRAs will this user use next?", RANKING_PROTOCOLS,
-              RANKING_COLUMNS, "ndcg@10", RANKING_METHOD, "benchmark.run.jobs:run_one",
-              item_kind="lora", not_ranked=("avg_popularity",)),
-    TrackSpec("image-rec", "which images will this user like?", RANKING_PROTOCOLS,
-              (*RANKING_COLUMNS, "recall@100", "ndcg@100"), "ndcg@10", RANKING_METHOD,
-              "benchmark.run.jobs:run_one", item_kind="image", not_ranked=("avg_popularity",)),
-    # records of the rerank protocol carry their ranking track's name (lora-rec, image-rec)
-    TrackSpec("rerank", "does a second stage reorder a first stage's short list better?",
-              ("rerank",), ("recall@1", "recall@5", "ndcg@5", "ndcg@10", "mrr@10",
-                            "cond_recall@5", "cond_ndcg@5"), "ndcg@5", RANKING_METHOD,
-              "benchmark.rerank:rerank_records",
-              not_ranked=("avg_popularity", "first_stage_hit"),
-              references=("reversed-first-stage",)),
-    TrackSpec("preference", "which of two images does this user prefer?", ("per-user-pairs",),
-              ("accuracy", "accuracy_seen", "accuracy_unseen", "user_accuracy",
-               "user_accuracy_unseen", "auc", "auc_unseen", "accuracy_plain"), "accuracy",
-              PAIR_METHOD, "benchmark.preference:run_preference", item_kind="image",
-              records="pairs"),
-    TrackSpec("rating", "how does this user rate each image?", ("per-user-ratings", "source-"),
-              ("spearman", "spearman_seen", "spearman_unseen", "pearson", "pearson_unseen",
-               "pair_accuracy", "pair_accuracy_unseen"), "spearman", PAIR_METHOD,
-              "benchmark.ratings:evaluate_ratings", item_kind="image",
-              record_track="preference", records="ratings"),
-    TrackSpec("lora-edit", "edit a LoRA toward this user's taste", ("leave-last-out",),
-              ("gain", "win_rate", "fidelity", "distance"), "gain",
-              "benchmark.lora.track:DirectionEditor", "benchmark.lora.track:run_lora_edit",
-              item_kind="lora", not_ranked=("distance",)),
-)}
+
+def _discover() -> dict[str, TrackSpec]:
+    """Every ``benchmark/tracks/<folder>/spec.py``'s ``SPECS``, by track name.
+
+    Why discovery: adding a track is one folder with its spec, and nothing else to edit.
+    Spec modules import only :mod:`benchmark.tracks.base`, so this stays light.
+    """
+    here = Path(__file__).parent
+    found = sorted(p.parent.name for p in here.glob("*/spec.py"))
+    folders = [f for f in BUILT_IN if f in found] + [f for f in found if f not in BUILT_IN]
+    specs: dict[str, TrackSpec] = {}
+    for folder in folders:
+        for spec in importlib.import_module(f"benchmark.tracks.{folder}.spec").SPECS:
+            if spec.name in specs:
+                raise ValueError(f"track {spec.name!r} is declared twice "
+                                 f"(benchmark/tracks/{folder}/spec.py)")
+            specs[spec.name] = spec
+    return specs
+
+
+SPECS: dict[str, TrackSpec] = _discover()
 
 
 def get_spec(name: str) -> TrackSpec:

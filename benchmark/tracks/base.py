@@ -12,6 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+#: the method protocols, as ``"module:attr"`` strings (imported on use)
+RANKING_METHOD = "benchmark.protocols:RankingMethod"
+PAIR_METHOD = "benchmark.per_user:PreferenceMethod"
+
 
 @dataclass(frozen=True)
 class Metric:

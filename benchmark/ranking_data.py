@@ -1,8 +1,10 @@
-"""The full-ranking tracks' data: what a method fits on, what it is scored against, and its
-training view; and one fit + evaluate of a ranking method.
+"""The full-ranking data of a split: what a method fits on, what it is scored against, and
+its training view; and one fit + evaluate of a ranking method.
 
-Shared by every job that fits a ranking method (runs, tuning, rerank, lora-edit, reproduce),
-so they all see the same rows and the same view.
+Shared by every job that fits a ranking method (runs, tuning, the rerank track's first
+stage, the lora-edit track's user model, reproduce), so they all see the same rows and the
+same view. It sits below the tracks (``benchmark.tracks.ranking`` re-exports it) so that
+the tracks built on a ranking method never import another track.
 """
 
 from __future__ import annotations

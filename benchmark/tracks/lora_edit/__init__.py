@@ -1,0 +1,1 @@
+"""The lora_edit track: its spec (spec.py) and its code (track.py)."""

@@ -1,0 +1,1 @@
+"""The preference track: its spec (spec.py) and its code (track.py)."""

@@ -1,0 +1,1 @@
+"""The rating track: its spec (spec.py) and its code (track.py)."""

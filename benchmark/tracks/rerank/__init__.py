@@ -1,0 +1,1 @@
+"""The rerank track: its spec (spec.py) and its code (track.py)."""
